@@ -1,0 +1,99 @@
+"""Input validation and output shapes of the JSON API (snake_case here, camelCase on the wire)."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from events.catalogue import Species, upcast
+
+
+class StrictSerializer(serializers.Serializer):
+    """Reject fields we do not know, so a typo never passes silently."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = set(data) - set(self.fields)
+            if unknown:
+                raise serializers.ValidationError(
+                    {name: ["Unknown field."] for name in sorted(unknown)}
+                )
+        return super().to_internal_value(data)
+
+
+class RegisterPetInput(StrictSerializer):
+    name = serializers.CharField(max_length=100, min_length=1)
+    species = serializers.ChoiceField(choices=[s.value for s in Species])
+    age = serializers.IntegerField(min_value=0, max_value=100)
+    shelter_id = serializers.UUIDField()
+    photo_url = serializers.URLField(max_length=500, required=False, allow_null=True)
+
+
+class AdoptPetInput(StrictSerializer):
+    pet_id = serializers.UUIDField()
+    customer_id = serializers.UUIDField(required=False, allow_null=True)
+    shelter_id = serializers.UUIDField(required=False, allow_null=True)
+    expected_version = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+
+
+class ReturnPetInput(StrictSerializer):
+    pet_id = serializers.UUIDField()
+    reason = serializers.CharField(max_length=1000, min_length=1)
+    expected_version = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+
+
+class RenamePetInput(StrictSerializer):
+    pet_id = serializers.UUIDField()
+    new_name = serializers.CharField(max_length=100, min_length=1)
+    expected_version = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+
+
+class PetChangeOutput(serializers.Serializer):
+    pet_id = serializers.UUIDField()
+    version = serializers.IntegerField()
+    position = serializers.IntegerField()
+
+
+class AdoptionStartedOutput(serializers.Serializer):
+    adoption_id = serializers.UUIDField(source="adoption.id")
+    pet_id = serializers.UUIDField(source="adoption.pet_id")
+    status = serializers.CharField(source="adoption.status")
+    position = serializers.IntegerField()
+
+
+class AdoptionOutput(serializers.Serializer):
+    adoption_id = serializers.UUIDField(source="id")
+    pet_id = serializers.UUIDField()
+    customer_id = serializers.UUIDField()
+    shelter_id = serializers.UUIDField()
+    status = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    returned_at = serializers.DateTimeField()
+
+
+class PetOutput(serializers.Serializer):
+    pet_id = serializers.UUIDField(source="id")
+    name = serializers.CharField()
+    species = serializers.CharField()
+    age = serializers.IntegerField()
+    shelter_id = serializers.UUIDField()
+    photo_url = serializers.CharField(allow_null=True)
+    status = serializers.CharField()
+    adopted_by = serializers.UUIDField(allow_null=True)
+    adoption_id = serializers.UUIDField(allow_null=True)
+    version = serializers.IntegerField()
+    last_changed_at = serializers.DateTimeField(source="last_recorded_at")
+
+
+class PetEventOutput(serializers.Serializer):
+    event_id = serializers.UUIDField()
+    position = serializers.IntegerField()
+    version = serializers.IntegerField(source="stream_version")
+    type = serializers.CharField(source="event_type")
+    schema_version = serializers.IntegerField()
+    data = serializers.SerializerMethodField()
+    metadata = serializers.JSONField()
+    recorded_at = serializers.DateTimeField()
+
+    def get_data(self, event) -> dict:
+        """The payload at its current schema version (old versions are upcast on read)."""
+        return upcast(event.event_type, event.schema_version, event.payload)

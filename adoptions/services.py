@@ -1,0 +1,114 @@
+"""Commands: each loads a pet, lets the aggregate decide, and saves in one transaction."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from uuid import UUID
+
+from django.db import transaction
+from django.utils import timezone
+
+from events.catalogue import Species
+from events.context import CommandContext
+from events.store import AggregateRepository, ConcurrencyConflict, StreamNotFound, last_position
+
+from .domain import DomainError, Pet, PetNotFound
+from .models import Adoption, Customer, PetRecord, Shelter
+
+pets: AggregateRepository[Pet] = AggregateRepository(Pet)
+
+
+class ShelterMismatch(DomainError):
+    code, status = "shelter_mismatch", 409
+
+
+@dataclass(frozen=True)
+class PetChange:
+    """What a command on a pet returns: its new version and the log position to wait for."""
+
+    pet_id: UUID
+    version: int
+    position: int
+
+
+def pet_load(pet_id: UUID) -> Pet:
+    try:
+        return pets.load(pet_id)
+    except StreamNotFound:
+        raise PetNotFound(pet_id) from None
+
+
+def _save(pet: Pet, *, context: CommandContext, expected_version: int | None) -> PetChange:
+    rows = pets.save(pet, metadata=context.as_metadata(), expected_version=expected_version)
+    PetRecord.objects.filter(id=pet.id).update(
+        name=pet.name, age=pet.age, status=pet.status.value, version=pet.version,
+        updated_at=rows[-1].recorded_at,
+    )
+    return PetChange(pet.id, pet.version, rows[-1].position)
+
+
+@transaction.atomic
+def pet_register(
+    *, shelter: Shelter, name: str, species: Species, age: int, photo_url: str | None = None,
+    pet_id: UUID | None = None, context: CommandContext,
+) -> PetChange:
+    pet = Pet.register(
+        pet_id=pet_id or uuid.uuid4(), name=name, species=species, age=age,
+        shelter_id=shelter.id, photo_url=photo_url,
+    )
+    rows = pets.save(pet, metadata=context.as_metadata(), expected_version=0)
+    PetRecord.objects.create(
+        id=pet.id, shelter=shelter, name=pet.name, species=pet.species.value, age=pet.age,
+        photo_url=pet.photo_url or "", status=pet.status.value, version=pet.version,
+        registered_at=rows[-1].recorded_at, updated_at=rows[-1].recorded_at,
+    )
+    return PetChange(pet.id, pet.version, rows[-1].position)
+
+
+@dataclass(frozen=True)
+class AdoptionStarted:
+    adoption: Adoption
+    position: int
+
+
+@transaction.atomic
+def pet_adopt(
+    *, pet_id: UUID, customer: Customer, shelter_id: UUID | None = None,
+    expected_version: int | None = None, context: CommandContext,
+) -> AdoptionStarted:
+    pet = pet_load(pet_id)
+    if shelter_id is not None and shelter_id != pet.shelter_id:
+        raise ShelterMismatch(f"Pet {pet_id} belongs to another shelter.", shelter_id=str(pet.shelter_id))
+    adoption = Adoption(id=uuid.uuid4(), pet_id=pet_id, customer=customer, shelter_id=pet.shelter_id)
+    pet.adopt(adoption_id=adoption.id, customer_id=customer.id)
+    change = _save(pet, context=context, expected_version=expected_version)
+    adoption.save(force_insert=True)
+    return AdoptionStarted(adoption, change.position)
+
+
+@transaction.atomic
+def pet_return(
+    *, pet_id: UUID, reason: str, expected_version: int | None = None, context: CommandContext
+) -> PetChange:
+    pet = pet_load(pet_id)
+    adoption_id = pet.adoption_id
+    pet.return_to_shelter(reason=reason)
+    change = _save(pet, context=context, expected_version=expected_version)
+    Adoption.objects.filter(id=adoption_id).update(
+        status=Adoption.Status.RETURNED, returned_at=timezone.now()
+    )
+    return change
+
+
+@transaction.atomic
+def pet_rename(
+    *, pet_id: UUID, new_name: str, expected_version: int | None = None, context: CommandContext
+) -> PetChange:
+    pet = pet_load(pet_id)
+    pet.rename(new_name=new_name)
+    if not pet.pending_events:  # same name: nothing happened, nothing to record
+        if expected_version not in (None, pet.version):
+            raise ConcurrencyConflict(pet.id, expected_version, pet.version)
+        return PetChange(pet.id, pet.version, last_position(pet.id))
+    return _save(pet, context=context, expected_version=expected_version)

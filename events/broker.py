@@ -1,0 +1,223 @@
+"""RabbitMQ topology and the publishers the relay uses.
+
+On AMQP the relay publishes a whole batch with `mandatory` set on a channel in confirm mode
+and then waits for the broker's acks: one round trip per batch instead of one per message.
+A message no queue is bound for goes to the alternate exchange and its `petstore.unrouted`
+queue (kept, visible to operators); if even that fails, the broker returns it and the row
+stays unsent. Other kombu transports (the embedded filesystem broker) have no confirms.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import amqp
+import kombu
+from django.conf import settings
+from kombu.exceptions import KombuError
+
+from .models import OutboxMessage
+
+logger = logging.getLogger(__name__)
+
+UNROUTED_QUEUE = "petstore.unrouted"
+CONNECTION_ERRORS = (OSError, socket.timeout, amqp.exceptions.AMQPError, KombuError)
+
+
+def events_exchange() -> kombu.Exchange:
+    return kombu.Exchange(
+        settings.EVENTS_EXCHANGE,
+        type="topic",
+        durable=True,
+        arguments={"alternate-exchange": settings.EVENTS_UNROUTED_EXCHANGE},
+    )
+
+
+def unrouted_queue() -> kombu.Queue:
+    exchange = kombu.Exchange(settings.EVENTS_UNROUTED_EXCHANGE, type="fanout", durable=True)
+    return kombu.Queue(UNROUTED_QUEUE, exchange, durable=True)
+
+
+def declare_topology(channel) -> None:
+    """Declare the exchanges and queues the relay's messages rely on (idempotent)."""
+    unrouted_queue()(channel).declare()
+    events_exchange()(channel).declare()
+
+
+def broker_connection(url: str | None = None, *, timeout: float | None = None) -> kombu.Connection:
+    url = url or settings.CELERY_BROKER_URL
+    timeout = timeout or settings.RELAY_CONFIRM_TIMEOUT_SECONDS
+    if url.startswith(("amqp", "pyamqp")):
+        return kombu.Connection(
+            url,
+            heartbeat=30,
+            connect_timeout=5,
+            transport_options={"read_timeout": timeout, "write_timeout": timeout},
+        )
+    return kombu.Connection(url, transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS)
+
+
+@dataclass
+class PublishResult:
+    confirmed: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+    connection_lost: bool = False
+
+
+class Publisher(Protocol):
+    def publish(self, messages: list[OutboxMessage]) -> PublishResult: ...
+    def close(self) -> None: ...
+
+
+def amqp_properties(message: OutboxMessage) -> dict:
+    return {
+        "content_type": "application/json",
+        "content_encoding": "utf-8",
+        "delivery_mode": 2,
+        "message_id": str(message.event_id),
+        "type": message.message_name,
+        "timestamp": int(message.created_at.timestamp()),
+        "correlation_id": message.headers.get("correlation-id") or None,
+        "application_headers": message.headers,
+    }
+
+
+class ConfirmingPublisher:
+    """Publish batches on one AMQP channel in confirm mode; (re)connect on demand."""
+
+    def __init__(self, url: str | None = None, *, confirm_timeout: float | None = None) -> None:
+        self.url = url
+        self.confirm_timeout = confirm_timeout or settings.RELAY_CONFIRM_TIMEOUT_SECONDS
+        self.connection: kombu.Connection | None = None
+        self.channel = None
+        self._next_tag = 0
+        self._acked: set[int] = set()
+        self._nacked: set[int] = set()
+        self._returned: dict[str, str] = {}
+
+    def _connect(self) -> None:
+        self.connection = broker_connection(self.url, timeout=self.confirm_timeout)
+        self.connection.connect()
+        self.channel = self.connection.channel()
+        declare_topology(self.channel)
+        self.channel.confirm_select()
+        self.channel.events["basic_ack"].add(self._on_ack)
+        self.channel.events["basic_nack"].add(self._on_nack)
+        self.channel.events["basic_return"].add(self._on_return)
+        self._next_tag = 0
+
+    def _on_ack(self, tag: int, multiple: bool) -> None:
+        self._settle(self._acked, tag, multiple)
+
+    def _on_nack(self, tag: int, multiple: bool) -> None:
+        self._settle(self._nacked, tag, multiple)
+
+    def _settle(self, into: set[int], tag: int, multiple: bool) -> None:
+        if multiple:
+            into.update(t for t in range(1, tag + 1) if t not in self._acked and t not in self._nacked)
+        else:
+            into.add(tag)
+
+    def _on_return(self, reply_code, reply_text, exchange, routing_key, message) -> None:
+        key = f"{message.properties.get('message_id')}|{routing_key}"
+        self._returned[key] = f"unroutable ({reply_code} {reply_text}) on {exchange}/{routing_key}"
+
+    def publish(self, messages: list[OutboxMessage]) -> PublishResult:
+        """Publish the batch and return which messages the broker confirmed."""
+        try:
+            if self.connection is None:
+                self._connect()
+            return self._publish_and_confirm(messages)
+        except CONNECTION_ERRORS as error:
+            logger.warning("broker unavailable: %s", error)
+            self.close()
+            reason = f"broker unavailable: {error!r}"
+            return PublishResult(failed={m.id: reason for m in messages}, connection_lost=True)
+
+    def _publish_and_confirm(self, messages: list[OutboxMessage]) -> PublishResult:
+        self._acked.clear(), self._nacked.clear(), self._returned.clear()
+        tags: dict[int, OutboxMessage] = {}
+        for message in messages:
+            self._next_tag += 1
+            tags[self._next_tag] = message
+            body = json.dumps(message.payload, separators=(",", ":"))
+            self.channel.basic_publish(
+                amqp.Message(body, **amqp_properties(message)),
+                exchange=settings.EVENTS_EXCHANGE,
+                routing_key=message.routing_key,
+                mandatory=True,
+            )
+        deadline = time.monotonic() + self.confirm_timeout
+        while len(self._acked) + len(self._nacked) < len(tags):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no confirm within {self.confirm_timeout}s")
+            self.connection.drain_events(timeout=remaining)
+        return self._result(tags)
+
+    def _result(self, tags: dict[int, OutboxMessage]) -> PublishResult:
+        result = PublishResult()
+        for tag, message in tags.items():
+            returned = self._returned.get(f"{message.event_id}|{message.routing_key}")
+            if tag in self._nacked:
+                result.failed[message.id] = "nacked by the broker"
+            elif returned:
+                result.failed[message.id] = returned
+            else:
+                result.confirmed.append(message.id)
+        return result
+
+    def close(self) -> None:
+        if self.connection is not None:
+            try:
+                self.connection.release()
+            except Exception:  # closing a dead connection may fail; it is gone either way
+                logger.debug("error closing broker connection", exc_info=True)
+        self.connection = self.channel = None
+
+
+class KombuPublisher:
+    """Publish through any kombu transport without confirms (the embedded broker)."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url
+        self.connection: kombu.Connection | None = None
+        self.producer: kombu.Producer | None = None
+
+    def publish(self, messages: list[OutboxMessage]) -> PublishResult:
+        try:
+            if self.producer is None:
+                self.connection = broker_connection(self.url)
+                channel = self.connection.channel()
+                declare_topology(channel)
+                self.producer = kombu.Producer(channel, exchange=events_exchange())
+            for message in messages:
+                props = amqp_properties(message)
+                self.producer.publish(
+                    message.payload,
+                    routing_key=message.routing_key,
+                    serializer="json",
+                    headers=props.pop("application_headers"),
+                    **{k: v for k, v in props.items() if k not in ("content_type", "content_encoding")},
+                )
+        except CONNECTION_ERRORS as error:
+            self.close()
+            return PublishResult(failed={m.id: repr(error) for m in messages}, connection_lost=True)
+        return PublishResult(confirmed=[m.id for m in messages])
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.release()
+        self.connection = self.producer = None
+
+
+def make_publisher(url: str | None = None) -> Publisher:
+    url = url or settings.CELERY_BROKER_URL
+    if url.startswith(("amqp", "pyamqp")):
+        return ConfirmingPublisher(url)
+    return KombuPublisher(url)

@@ -1,0 +1,156 @@
+"""The transactional outbox: rows written with their events, claimed and marked by the relay.
+
+Claims are leases (a token and an expiry), taken in a short transaction with SKIP LOCKED, so
+no relay holds a row lock or a transaction open while it talks to the broker. A relay that
+dies after publishing leaves its lease to expire; the row is then published again, which
+consumers absorb because they deduplicate on the event id.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import Min, Q
+from django.utils import timezone
+
+from .catalogue import DomainEvent, Message
+from .models import OutboxMessage, StoredEvent
+
+logger = logging.getLogger(__name__)
+
+WAKE_CHANNEL = "petstore_outbox"
+
+
+def headers_for(row: StoredEvent, message_name: str) -> dict[str, Any]:
+    """Return the AMQP headers every published message carries."""
+    return {
+        "event-type": message_name,
+        "event-id": str(row.event_id),
+        "timestamp": row.recorded_at.isoformat(),
+        "stream-id": str(row.stream_id),
+        "stream-version": row.stream_version,
+        "position": row.position,
+        "schema-version": row.schema_version,
+        "correlation-id": row.metadata.get("correlation_id", ""),
+        "causation-id": row.metadata.get("causation_id", ""),
+    }
+
+
+def enqueue(
+    rows: list[StoredEvent], events: list[DomainEvent], announcements: list[list[Message]]
+) -> None:
+    """Write one outbox row per published message of each stored event."""
+    messages = []
+    for row, event, announced in zip(rows, events, announcements, strict=True):
+        wire = [(event.event_name, event.channel, event.to_wire(stream_id=row.stream_id, recorded_at=row.recorded_at))]
+        wire += [(m.message_name, m.channel, m.to_wire()) for m in announced]
+        for name, channel, payload in wire:
+            messages.append(
+                OutboxMessage(
+                    event_id=row.event_id,
+                    message_name=name,
+                    routing_key=channel,
+                    payload=payload,
+                    headers=headers_for(row, name),
+                    created_at=row.recorded_at,
+                    available_at=row.recorded_at,
+                )
+            )
+    OutboxMessage.objects.bulk_create(messages)
+    transaction.on_commit(wake_relay)
+
+
+def wake_relay() -> None:
+    """Tell sleeping relays there is work (PostgreSQL NOTIFY; others rely on polling)."""
+    if connection.vendor != "postgresql":
+        return
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, '')", [WAKE_CHANNEL])
+    except Exception:  # the periodic sweep still finds the rows
+        logger.warning("could not notify the relay", exc_info=True)
+
+
+@dataclass(frozen=True)
+class Claim:
+    token: uuid.UUID
+    messages: list[OutboxMessage]
+
+
+def _due(now: datetime) -> Q:
+    return Q(published_at__isnull=True, available_at__lte=now) & (
+        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+    )
+
+
+def has_due() -> bool:
+    """Return whether any message is waiting to be claimed now."""
+    return OutboxMessage.objects.filter(_due(timezone.now())).exists()
+
+
+def claim_batch(*, limit: int, lease: timedelta) -> Claim:
+    """Lease up to `limit` due messages to this caller, oldest first."""
+    now = timezone.now()
+    token = uuid.uuid4()
+    due = _due(now)
+    with transaction.atomic():
+        candidates = (
+            OutboxMessage.objects.filter(due)
+            .order_by("id")
+            .select_for_update(skip_locked=True)
+            .values_list("id", flat=True)[:limit]
+        )
+        ids = list(candidates)
+        if not ids:
+            return Claim(token, [])
+        # The `due` filter again: without row locks (SQLite) another relay may have won.
+        OutboxMessage.objects.filter(due, id__in=ids).update(
+            claim_token=token, claimed_until=now + lease
+        )
+    return Claim(token, list(OutboxMessage.objects.filter(claim_token=token).order_by("id")))
+
+
+def mark_sent(claim: Claim, ids: Iterable[int]) -> int:
+    """Record confirmed messages as published (only while this claim still holds them)."""
+    return OutboxMessage.objects.filter(claim_token=claim.token, id__in=list(ids)).update(
+        published_at=timezone.now(), claim_token=None, claimed_until=None
+    )
+
+
+def release(claim: Claim, failures: dict[int, str], *, retry_in: timedelta) -> None:
+    """Give failed messages back, to be tried again after `retry_in`."""
+    now = timezone.now()
+    for message_id, error in failures.items():
+        message = next(m for m in claim.messages if m.id == message_id)
+        OutboxMessage.objects.filter(id=message_id, claim_token=claim.token).update(
+            claim_token=None,
+            claimed_until=None,
+            attempts=message.attempts + 1,
+            last_error=error[:2000],
+            available_at=now + retry_in,
+        )
+
+
+@dataclass(frozen=True)
+class Backlog:
+    pending: int
+    oldest_pending_at: datetime | None
+
+    @property
+    def oldest_age_seconds(self) -> float:
+        if self.oldest_pending_at is None:
+            return 0.0
+        return (timezone.now() - self.oldest_pending_at).total_seconds()
+
+
+def backlog() -> Backlog:
+    """Return how many messages wait to be published and since when."""
+    pending = OutboxMessage.objects.filter(published_at__isnull=True)
+    stats = pending.aggregate(oldest=Min("created_at"))
+    return Backlog(pending=pending.count(), oldest_pending_at=stats["oldest"])

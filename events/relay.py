@@ -1,0 +1,118 @@
+"""The outbox relay: claim pending messages, publish them with confirms, mark them sent.
+
+Run it as `python manage.py relay_outbox` (the Procfile's `relay`). It sleeps until a commit
+wakes it (PostgreSQL LISTEN/NOTIFY) or the sweep interval passes, so nothing waits long even
+if a wake-up is lost. Several relays may run at once: leases keep them off each other's rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+from . import outbox
+from .broker import Publisher, make_publisher
+
+logger = logging.getLogger(__name__)
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Exponential backoff with jitter for messages the broker refused, capped at a minute."""
+    base = min(60.0, 0.5 * 2**attempts)
+    return timedelta(seconds=random.uniform(base / 2, base))
+
+
+class Wakeup:
+    """Wait for a commit notification, or at most `timeout` seconds."""
+
+    def __init__(self) -> None:
+        self._listener = None
+        if connection.vendor == "postgresql":
+            self._listener = connection.get_new_connection(connection.get_connection_params())
+            self._listener.autocommit = True
+            self._listener.execute(f"LISTEN {outbox.WAKE_CHANNEL}")
+
+    def wait(self, timeout: float) -> None:
+        if self._listener is None:
+            time.sleep(min(timeout, 0.1))
+            return
+        for _ in self._listener.notifies(timeout=timeout, stop_after=1):
+            pass
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+
+
+class Relay:
+    def __init__(
+        self,
+        publisher: Publisher | None = None,
+        *,
+        batch_size: int | None = None,
+        lease_seconds: int | None = None,
+    ) -> None:
+        self.publisher = publisher or make_publisher()
+        self.batch_size = batch_size or settings.RELAY_BATCH_SIZE
+        self.lease = timedelta(seconds=lease_seconds or settings.RELAY_LEASE_SECONDS)
+        self.broker_down_since: float | None = None
+
+    def run_once(self) -> int:
+        """Publish one batch; return how many messages the broker confirmed."""
+        claim = outbox.claim_batch(limit=self.batch_size, lease=self.lease)
+        if not claim.messages:
+            return 0
+        result = self.publisher.publish(claim.messages)
+        if os.environ.get("PETSTORE_RELAY_CRASH_AFTER_CONFIRM") == "1":
+            os._exit(17)  # fault drill: die between the broker's confirm and mark-sent
+        outbox.mark_sent(claim, result.confirmed)
+        if result.failed:
+            attempts = max(m.attempts for m in claim.messages)
+            delay = timedelta(0) if result.connection_lost else retry_delay(attempts)
+            outbox.release(claim, result.failed, retry_in=delay)
+        self.broker_down_since = (self.broker_down_since or time.monotonic()) if result.connection_lost else None
+        return len(result.confirmed)
+
+    def run_forever(self, stop: threading.Event, *, sweep_seconds: float | None = None) -> None:
+        sweep = sweep_seconds or settings.RELAY_SWEEP_SECONDS
+        wakeup = Wakeup()
+        logger.info("relay started (batch %s, sweep %ss)", self.batch_size, sweep)
+        try:
+            while not stop.is_set():
+                close_old_connections()
+                sent = self._run_guarded()
+                if self.broker_down_since is not None:
+                    stop.wait(min(5.0, 0.5 + (time.monotonic() - self.broker_down_since) / 4))
+                elif sent < self.batch_size:
+                    wakeup.wait(sweep)
+        finally:
+            wakeup.close()
+            self.publisher.close()
+            logger.info("relay stopped")
+
+    def _run_guarded(self) -> int:
+        try:
+            return self.run_once()
+        except Exception:  # a database hiccup must not end the relay; the sweep retries
+            logger.exception("relay batch failed")
+            time.sleep(1)
+            return 0
+
+    def drain(self, *, timeout: float = 30.0) -> int:
+        """Publish until nothing is due (or timeout); return how many were confirmed."""
+        total, deadline = 0, time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            sent = self.run_once()
+            total += sent
+            if self.broker_down_since is not None:
+                time.sleep(0.5)
+            elif sent == 0 and not outbox.has_due():
+                break
+        return total

@@ -1,0 +1,200 @@
+"""The event store: append with optimistic concurrency, load by replay, read the whole log.
+
+Ordering for readers. PostgreSQL hands out positions at insert time, but transactions commit
+in any order, so a reader that only remembers "the last position I saw" can skip an event
+whose transaction commits late. Each row therefore records its writing transaction's id, and
+readers take only rows written by transactions older than the oldest one still running
+(pg_snapshot_xmin), in (transaction_id, position) order. Writers are never serialised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+from uuid import UUID
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Max, Q
+from django.db.models.expressions import RawSQL
+from django.utils import timezone
+
+from . import outbox
+from .aggregate import Aggregate
+from .catalogue import DomainEvent, event_from_stored
+from .models import Snapshot, StoredEvent
+
+A = TypeVar("A", bound=Aggregate)
+
+
+class StreamNotFound(LookupError):
+    def __init__(self, stream_id: UUID) -> None:
+        super().__init__(f"no events for stream {stream_id}")
+        self.stream_id = stream_id
+
+
+class ConcurrencyConflict(Exception):
+    """Another command appended to the stream first."""
+
+    def __init__(self, stream_id: UUID, expected: int, actual: int) -> None:
+        super().__init__(f"stream {stream_id} is at version {actual}, expected {expected}")
+        self.stream_id, self.expected, self.actual = stream_id, expected, actual
+
+
+@dataclass(frozen=True, order=True)
+class LogPosition:
+    """Where a reader of the whole log stands: compare as (transaction_id, position)."""
+
+    transaction_id: int = 0
+    position: int = 0
+
+    @classmethod
+    def of(cls, event: StoredEvent) -> LogPosition:
+        return cls(event.transaction_id, event.position)
+
+
+def stream_version(stream_id: UUID) -> int:
+    """Return the stream's current version (0 when it has no events)."""
+    result = StoredEvent.objects.filter(stream_id=stream_id).aggregate(v=Max("stream_version"))
+    return result["v"] or 0
+
+
+def append(
+    *,
+    stream_type: str,
+    stream_id: UUID,
+    events: list[DomainEvent],
+    expected_version: int,
+    metadata: dict[str, Any],
+    announcements: list[list[Any]] | None = None,
+) -> list[StoredEvent]:
+    """Append events at expected_version + 1…, with their outbox rows, in the caller's transaction."""
+    now = timezone.now()
+    rows = [
+        StoredEvent(
+            stream_type=stream_type,
+            stream_id=stream_id,
+            stream_version=expected_version + index,
+            event_type=event.event_name,
+            schema_version=event.version,
+            payload=event.to_stored(),
+            metadata=metadata,
+            recorded_at=now,
+        )
+        for index, event in enumerate(events, start=1)
+    ]
+    try:
+        with transaction.atomic():
+            StoredEvent.objects.bulk_create(rows)
+    except IntegrityError:
+        raise ConcurrencyConflict(stream_id, expected_version, stream_version(stream_id)) from None
+    outbox.enqueue(rows, events, announcements or [[] for _ in events])
+    return rows
+
+
+class AggregateRepository(Generic[A]):
+    """Load and save one aggregate type; saving appends events, outbox rows and snapshots."""
+
+    def __init__(self, aggregate_type: type[A]) -> None:
+        self.aggregate_type = aggregate_type
+
+    def load(self, stream_id: UUID, *, as_of: datetime | None = None, use_snapshots: bool = True) -> A:
+        """Rebuild the aggregate from its latest snapshot and the events after it."""
+        aggregate = self._from_snapshot(stream_id, as_of) if use_snapshots else None
+        if aggregate is None:
+            aggregate = self.aggregate_type(stream_id)
+        events = StoredEvent.objects.filter(stream_id=stream_id, stream_version__gt=aggregate.version)
+        if as_of is not None:
+            events = events.filter(recorded_at__lte=as_of)
+        rows = events.order_by("stream_version").values_list(
+            "event_type", "schema_version", "payload", "recorded_at"
+        )
+        for event_type, schema_version, payload, recorded_at in rows.iterator(chunk_size=2000):
+            aggregate.apply(event_from_stored(event_type, schema_version, payload), recorded_at)
+        if aggregate.version == 0:
+            raise StreamNotFound(stream_id)
+        return aggregate
+
+    def _from_snapshot(self, stream_id: UUID, as_of: datetime | None) -> A | None:
+        snapshots = Snapshot.objects.filter(
+            stream_id=stream_id, snapshot_version=self.aggregate_type.snapshot_version
+        )
+        if as_of is not None:
+            snapshots = snapshots.filter(last_recorded_at__lte=as_of)
+        snapshot = snapshots.order_by("-stream_version").first()
+        if snapshot is None:
+            return None
+        aggregate = self.aggregate_type.from_snapshot(stream_id, snapshot.stream_version, snapshot.state)
+        aggregate.last_recorded_at = snapshot.last_recorded_at
+        return aggregate
+
+    def save(
+        self, aggregate: A, *, metadata: dict[str, Any], expected_version: int | None = None
+    ) -> list[StoredEvent]:
+        """Append the aggregate's new events; raise ConcurrencyConflict if the stream moved."""
+        pending = aggregate.pending_events
+        base_version = aggregate.version - len(pending)
+        if expected_version is not None and expected_version != base_version:
+            raise ConcurrencyConflict(aggregate.id, expected_version, base_version)
+        now = timezone.now()
+        announcements = [
+            [aggregate.announce(message_type, event, now) for message_type in event.announces]
+            for event in pending
+        ]
+        rows = append(
+            stream_type=aggregate.stream_type,
+            stream_id=aggregate.id,
+            events=pending,
+            expected_version=base_version,
+            metadata=metadata,
+            announcements=announcements,
+        )
+        aggregate.mark_saved()
+        aggregate.last_recorded_at = rows[-1].recorded_at
+        self._maybe_snapshot(aggregate, base_version)
+        return rows
+
+    def _maybe_snapshot(self, aggregate: A, base_version: int) -> None:
+        every = settings.EVENTS_SNAPSHOT_EVERY
+        if every and aggregate.version // every > base_version // every:
+            Snapshot.objects.create(
+                stream_id=aggregate.id,
+                stream_version=aggregate.version,
+                snapshot_version=aggregate.snapshot_version,
+                state=aggregate.snapshot_state(),
+                last_recorded_at=aggregate.last_recorded_at,
+            )
+
+
+def last_position(stream_id: UUID) -> int:
+    """Return the global position of the stream's latest event (0 if none)."""
+    latest = StoredEvent.objects.filter(stream_id=stream_id).order_by("-stream_version")
+    return latest.values_list("position", flat=True).first() or 0
+
+
+def stream_events(stream_id: UUID) -> list[StoredEvent]:
+    """Return every event of one stream, oldest first."""
+    return list(StoredEvent.objects.filter(stream_id=stream_id).order_by("stream_version"))
+
+
+def read_all(*, after: LogPosition = LogPosition(), limit: int = 1000) -> list[StoredEvent]:
+    """Return committed events after `after`, in reader order, never skipping a late commit."""
+    events = StoredEvent.objects.filter(
+        Q(transaction_id__gt=after.transaction_id)
+        | Q(transaction_id=after.transaction_id, position__gt=after.position)
+    )
+    if connection.vendor == "postgresql":
+        # Only rows of transactions that finished before the oldest still-running one:
+        # anything newer may yet be joined by a lower position that commits later.
+        events = events.filter(
+            transaction_id__lt=RawSQL("pg_snapshot_xmin(pg_current_snapshot())::text::bigint", [])
+        )
+    return list(events.order_by("transaction_id", "position")[:limit])
+
+
+def log_position_of(position: int) -> LogPosition | None:
+    """Return the reader position of the event at a global position, if it exists."""
+    row = StoredEvent.objects.filter(position=position).values_list("transaction_id", "position")
+    found = row.first()
+    return LogPosition(*found) if found else None

@@ -1,0 +1,134 @@
+"""One place that turns every failure of an API request into a JSON error with a code.
+
+Body: {"error": {"code": "pet_not_available", "message": "...", "details": {...}}}.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError, OperationalError
+from django.http import Http404, JsonResponse
+from djangorestframework_camel_case.parser import CamelCaseJSONParser
+from djangorestframework_camel_case.util import camelize
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from adoptions.domain import DomainError
+from events.store import ConcurrencyConflict
+
+logger = logging.getLogger(__name__)
+
+DRF_CODES = {
+    "parse_error": "malformed_json",
+    "not_authenticated": "not_authenticated",
+    "authentication_failed": "authentication_failed",
+    "permission_denied": "forbidden",
+    "not_found": "not_found",
+    "method_not_allowed": "method_not_allowed",
+    "not_acceptable": "not_acceptable",
+    "unsupported_media_type": "unsupported_media_type",
+    "throttled": "throttled",
+}
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request body is too large."
+    default_code = "payload_too_large"
+
+
+class LimitedCamelCaseJSONParser(CamelCaseJSONParser):
+    """camelCase JSON parser that refuses bodies over DATA_UPLOAD_MAX_MEMORY_SIZE.
+
+    DRF reads the stream directly, so Django's own body-size check never runs for JSON.
+    """
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        request = (parser_context or {}).get("request")
+        length = int(request.META.get("CONTENT_LENGTH") or 0) if request is not None else 0
+        if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+            raise PayloadTooLarge()
+        return super().parse(stream, media_type, parser_context)
+
+
+def error_body(code: str, message: str, details: dict | None = None) -> dict:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+def error_response(status_code: int, code: str, message: str, details=None, headers=None) -> Response:
+    return Response(error_body(code, message, details), status=status_code, headers=headers)
+
+
+def json_exception_handler(exc, context):
+    """DRF's EXCEPTION_HANDLER: map domain, concurrency and framework errors to JSON."""
+    if isinstance(exc, DomainError):
+        return error_response(exc.status, exc.code, str(exc), exc.details)
+    if isinstance(exc, ConcurrencyConflict):
+        return error_response(
+            409, "version_conflict", str(exc),
+            {"expected_version": exc.expected, "actual_version": exc.actual},
+        )
+    if isinstance(exc, RequestDataTooBig):
+        exc = PayloadTooLarge()
+    if isinstance(exc, OperationalError):
+        logger.exception("database unavailable")
+        return error_response(503, "database_unavailable", "Try again shortly.", headers={"Retry-After": "5"})
+    if isinstance(exc, exceptions.ValidationError):
+        return error_response(400, "validation_error", "The request is not valid.", {"fields": exc.detail})
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        if isinstance(exc, DatabaseError):
+            logger.exception("database error")
+        return None  # a real bug: Django's handler500 answers with JSON for /api/
+    code = _code_of(exc)
+    message = _message_of(response.data)
+    response.data = error_body(code, message)
+    return response
+
+
+def _code_of(exc) -> str:
+    if isinstance(exc, Http404):
+        return "not_found"
+    if isinstance(exc, DjangoPermissionDenied):
+        return "forbidden"
+    codes = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"
+    code = codes if isinstance(codes, str) else "error"
+    return DRF_CODES.get(code, code)
+
+
+def _message_of(data) -> str:
+    if isinstance(data, dict) and "detail" in data:
+        return str(data["detail"])
+    return str(data)
+
+
+def api_not_found(request, exception=None):
+    """handler404: JSON for the API, Django's page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(camelize(error_body("not_found", "No such resource.")), status=404)
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)
+
+
+def api_server_error(request):
+    """handler500: even a bug answers the API with JSON, never an HTML page."""
+    if request.path.startswith("/api/"):
+        body = error_body("internal_error", "Something went wrong on our side; it has been logged.")
+        return JsonResponse(body, status=500)
+    from django.views.defaults import server_error
+
+    return server_error(request)
+
+
+def api_bad_request(request, exception=None):
+    if request.path.startswith("/api/"):
+        return JsonResponse(error_body("bad_request", str(exception or "Bad request.")), status=400)
+    from django.views.defaults import bad_request
+
+    return bad_request(request, exception)

@@ -1,0 +1,29 @@
+"""URLs: the staff console at /admin/, the JSON API under /api/."""
+
+from django.contrib import admin
+from django.urls import path, re_path
+
+from adoptions import api
+from petstore.api_errors import api_not_found
+
+handler400 = "petstore.api_errors.api_bad_request"
+handler404 = "petstore.api_errors.api_not_found"
+handler500 = "petstore.api_errors.api_server_error"
+
+api_patterns = [
+    path("api/commands/register-pet", api.RegisterPetView.as_view(), name="register-pet"),
+    path("api/commands/adopt-pet", api.AdoptPetView.as_view(), name="adopt-pet"),
+    path("api/commands/return-pet", api.ReturnPetView.as_view(), name="return-pet"),
+    path("api/commands/rename-pet", api.RenamePetView.as_view(), name="rename-pet"),
+    path("api/adoptions", api.AdoptPetView.as_view(), name="adoption-create"),
+    path("api/adoptions/<uuid:adoption_id>", api.AdoptionDetailView.as_view(), name="adoption-detail"),
+    path("api/pets/<uuid:pet_id>", api.PetDetailView.as_view(), name="pet-detail"),
+    path("api/pets/<uuid:pet_id>/events", api.PetEventsView.as_view(), name="pet-events"),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    *api_patterns,
+    # Anything else under /api/ answers JSON, even with DEBUG on (Django's debug 404 is HTML).
+    re_path(r"^api/", api_not_found),
+]

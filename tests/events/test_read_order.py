@@ -1,0 +1,123 @@
+"""Readers of the whole log never skip a late commit, and a rollback never stalls them.
+
+PostgreSQL assigns positions at insert and transactions commit in any order; these tests hold
+one transaction open in a second thread (its own connection) while another commits.
+"""
+
+import threading
+import uuid
+
+import pytest
+from django.db import connection, transaction
+
+from adoptions.domain import Pet
+from adoptions.services import pets
+from events.models import StoredEvent
+from events.store import LogPosition, read_all
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+META = {"correlation_id": "test", "causation_id": None, "actor_id": None}
+
+
+def new_pet() -> Pet:
+    return Pet.register(pet_id=uuid.uuid4(), name="P", species="cat", age=1, shelter_id=uuid.uuid4())
+
+
+class HeldTransaction(threading.Thread):
+    """Run `work` inside a transaction on its own connection and hold it until released."""
+
+    def __init__(self, work, *, before_work=None, rollback=False):
+        super().__init__(daemon=True)
+        self.work, self.before_work, self.rollback = work, before_work, rollback
+        self.started_work, self.did_work, self.release = threading.Event(), threading.Event(), threading.Event()
+        self.error = None
+
+    def run(self):
+        try:
+            with transaction.atomic():
+                if self.before_work:
+                    self.before_work()
+                self.started_work.set()
+                self.work()
+                self.did_work.set()
+                assert self.release.wait(20), "test never released the transaction"
+                if self.rollback:
+                    transaction.set_rollback(True)
+        except Exception as error:  # reported by the test
+            self.error = error
+        finally:
+            connection.close()
+
+    def finish(self):
+        self.release.set()
+        self.join(20)
+        assert self.error is None, self.error
+
+
+def test_reader_waits_for_a_lower_position_that_commits_last(require_postgres):
+    slow, fast = new_pet(), new_pet()
+    holder = HeldTransaction(lambda: pets.save(slow, metadata=META))
+    holder.start()
+    assert holder.did_work.wait(10)
+
+    pets.save(fast, metadata=META)  # commits first, with the higher position
+    seen_while_open = read_all()
+
+    holder.finish()
+    seen_after = read_all()
+
+    assert seen_while_open == []  # the reader does not run ahead of the open transaction
+    positions = {e.stream_id: e.position for e in StoredEvent.objects.all()}
+    assert positions[slow.id] < positions[fast.id]
+    assert [e.stream_id for e in seen_after] == [slow.id, fast.id]
+
+
+def test_checkpointed_reader_gets_an_event_with_lower_position_but_newer_transaction(require_postgres):
+    """R takes its transaction id first; S takes a later one but inserts its event first."""
+    first_xid_taker, later_xid_taker = new_pet(), new_pet()
+    r_has_xid, r_go = threading.Event(), threading.Event()
+
+    def take_xid():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_current_xact_id()")
+
+    def r_work():
+        r_has_xid.set()
+        assert r_go.wait(10)
+        pets.save(first_xid_taker, metadata=META)
+
+    r = HeldTransaction(r_work, before_work=take_xid)
+    r.start()
+    assert r_has_xid.wait(10)
+    s = HeldTransaction(lambda: pets.save(later_xid_taker, metadata=META), before_work=take_xid)
+    s.start()
+    assert s.did_work.wait(10)  # S inserted first: lower position, newer transaction
+    r_go.set()
+    assert r.did_work.wait(10)
+    r.finish()  # R commits while S is still open
+
+    reader = LogPosition()
+    batch = read_all(after=reader)
+    reader = LogPosition.of(batch[-1]) if batch else reader
+    s.finish()
+    batch += read_all(after=reader)
+
+    positions = {e.stream_id: e.position for e in StoredEvent.objects.all()}
+    assert positions[later_xid_taker.id] < positions[first_xid_taker.id]
+    ids = [e.stream_id for e in batch]
+    assert sorted(ids) == sorted([first_xid_taker.id, later_xid_taker.id])
+    assert len(ids) == 2  # nothing skipped, nothing twice
+
+
+def test_a_rolled_back_transaction_never_stalls_the_reader(require_postgres):
+    doomed, survivor = new_pet(), new_pet()
+    holder = HeldTransaction(lambda: pets.save(doomed, metadata=META), rollback=True)
+    holder.start()
+    assert holder.did_work.wait(10)
+    pets.save(survivor, metadata=META)
+    assert read_all() == []
+
+    holder.finish()
+
+    assert [e.stream_id for e in read_all()] == [survivor.id]

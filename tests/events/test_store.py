@@ -1,0 +1,176 @@
+"""The event store: appends, optimistic concurrency, snapshots, time travel, immutability."""
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
+
+from adoptions.domain import Pet, PetStatus
+from adoptions.services import pets
+from events.catalogue import PetNameChanged, PetRegistered
+from events.models import OutboxMessage, Snapshot, StoredEvent
+from events.store import ConcurrencyConflict, LogPosition, StreamNotFound, append, read_all
+
+pytestmark = pytest.mark.django_db
+
+META = {"correlation_id": "test", "causation_id": None, "actor_id": None}
+
+
+def new_pet(**overrides) -> Pet:
+    fields = {"name": "Buddy", "species": "dog", "age": 2, "shelter_id": uuid.uuid4(), **overrides}
+    return Pet.register(pet_id=uuid.uuid4(), **fields)
+
+
+def test_save_appends_events_with_gap_free_versions_and_outbox_rows():
+    pet = new_pet()
+    pets.save(pet, metadata=META)
+    pet.rename(new_name="Max")
+    pets.save(pet, metadata=META)
+
+    events = list(StoredEvent.objects.filter(stream_id=pet.id))
+    assert [e.stream_version for e in events] == [1, 2]
+    assert [e.event_type for e in events] == ["PetRegistered", "PetNameChanged"]
+    routing = sorted(OutboxMessage.objects.values_list("routing_key", flat=True))
+    assert routing == ["pet.available", "pet.registered", "pet.renamed"]
+
+
+def test_outbox_message_carries_event_id_and_headers():
+    pet = new_pet()
+    [row] = pets.save(pet, metadata=META)
+
+    message = OutboxMessage.objects.get(routing_key="pet.registered")
+    assert message.event_id == row.event_id
+    assert message.headers["event-type"] == "PetRegistered"
+    assert message.headers["event-id"] == str(row.event_id)
+    assert message.payload["petId"] == str(pet.id)
+    available = OutboxMessage.objects.get(routing_key="pet.available")
+    assert available.payload["species"] == "dog" and available.payload["age"] == 2
+
+
+def test_stale_expected_version_is_a_conflict_and_writes_nothing():
+    pet = new_pet()
+    pets.save(pet, metadata=META)
+    stale = pets.load(pet.id)
+    fresh = pets.load(pet.id)
+    fresh.rename(new_name="Max")
+    pets.save(fresh, metadata=META)
+
+    stale.rename(new_name="Rex")
+    with pytest.raises(ConcurrencyConflict) as conflict:
+        with transaction.atomic():
+            pets.save(stale, metadata=META)
+
+    assert (conflict.value.expected, conflict.value.actual) == (1, 2)
+    assert StoredEvent.objects.filter(stream_id=pet.id).count() == 2
+
+
+def test_explicit_expected_version_is_checked():
+    pet = new_pet()
+    pets.save(pet, metadata=META)
+    loaded = pets.load(pet.id)
+    loaded.rename(new_name="Max")
+
+    with pytest.raises(ConcurrencyConflict):
+        pets.save(loaded, metadata=META, expected_version=5)
+
+
+def test_loading_an_unknown_stream_raises():
+    with pytest.raises(StreamNotFound):
+        pets.load(uuid.uuid4())
+
+
+def test_snapshot_is_taken_and_used_and_gives_the_same_state(settings):
+    settings.EVENTS_SNAPSHOT_EVERY = 10
+    pet = new_pet()
+    for n in range(25):
+        pet.rename(new_name=f"Buddy {n}")
+        pets.save(pet, metadata=META)
+
+    assert list(Snapshot.objects.filter(stream_id=pet.id).values_list("stream_version", flat=True)) == [10, 20]
+    with_snapshot = pets.load(pet.id)
+    without = pets.load(pet.id, use_snapshots=False)
+    assert with_snapshot.snapshot_state() == without.snapshot_state()
+    assert with_snapshot.version == without.version == 26
+
+
+def test_as_of_returns_the_state_at_that_moment():
+    pet = new_pet()
+    pets.save(pet, metadata=META)
+    StoredEvent.objects.filter(stream_id=pet.id)  # registered at t0
+    before_adoption = timezone.now()
+    loaded = pets.load(pet.id)
+    loaded.adopt(adoption_id=uuid.uuid4(), customer_id=uuid.uuid4())
+    pets.save(loaded, metadata=META)
+
+    assert pets.load(pet.id).status is PetStatus.ADOPTED
+    assert pets.load(pet.id, as_of=before_adoption).status is PetStatus.AVAILABLE
+    with pytest.raises(StreamNotFound):
+        pets.load(pet.id, as_of=before_adoption - timedelta(days=1))
+
+
+def test_old_schema_version_in_the_log_is_upcast_when_loading():
+    pet_id, shelter_id = uuid.uuid4(), uuid.uuid4()
+    StoredEvent.objects.create(
+        stream_type="pet", stream_id=pet_id, stream_version=1, event_type="PetRegistered",
+        schema_version=1, payload={"name": "Old", "species": "cat", "age": 9, "shelter_id": str(shelter_id)},
+        recorded_at=timezone.now(),
+    )
+
+    pet = pets.load(pet_id)
+
+    assert pet.name == "Old" and pet.photo_url is None and pet.shelter_id == shelter_id
+
+
+def test_the_orm_refuses_to_update_or_delete_events():
+    pet = new_pet()
+    [row] = pets.save(pet, metadata=META)
+
+    with pytest.raises(TypeError):
+        StoredEvent.objects.filter(position=row.position).update(event_type="Tampered")
+    with pytest.raises(TypeError):
+        StoredEvent.objects.filter(position=row.position).delete()
+    with pytest.raises(TypeError):
+        row.save()
+
+
+def test_the_database_refuses_to_update_events_even_with_raw_sql():
+    pet = new_pet()
+    [row] = pets.save(pet, metadata=META)
+
+    with pytest.raises(DatabaseError), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("UPDATE event_log SET event_type = 'Tampered' WHERE position = %s", [row.position])
+
+
+def test_the_database_refuses_to_delete_events(require_postgres):
+    pet = new_pet()
+    [row] = pets.save(pet, metadata=META)
+
+    with pytest.raises(DatabaseError), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("DELETE FROM event_log WHERE position = %s", [row.position])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_read_all_returns_events_in_reader_order_after_a_checkpoint():
+    first, second = new_pet(), new_pet()
+    pets.save(first, metadata=META)
+    pets.save(second, metadata=META)
+
+    everything = read_all()
+    after_first = read_all(after=LogPosition.of(everything[0]))
+
+    assert [e.stream_id for e in everything] == [first.id, second.id]
+    assert [e.stream_id for e in after_first] == [second.id]
+
+
+def test_append_refuses_a_version_already_taken():
+    stream_id = uuid.uuid4()
+    event = PetRegistered(name="A", species="dog", age=1, shelter_id=uuid.uuid4())
+    append(stream_type="pet", stream_id=stream_id, events=[event], expected_version=0, metadata=META)
+
+    with pytest.raises(ConcurrencyConflict):
+        append(
+            stream_type="pet", stream_id=stream_id,
+            events=[PetNameChanged(old_name="A", new_name="B")], expected_version=0, metadata=META,
+        )

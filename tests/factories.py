@@ -1,0 +1,54 @@
+"""factory-boy factories for the things that are plain rows; pets go through the services."""
+
+from __future__ import annotations
+
+import factory
+from django.contrib.auth import get_user_model
+
+from adoptions import services
+from adoptions.models import Customer, PetRecord, Shelter
+from events.context import CommandContext
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    email = factory.LazyAttribute(lambda u: f"{u.username}@example.com")
+    password = factory.django.Password("pass-for-tests")
+
+
+class ShelterFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Shelter
+
+    name = factory.Sequence(lambda n: f"Shelter {n}")
+    contact_email = factory.Sequence(lambda n: f"shelter{n}@example.org")
+
+
+class StaffFactory(UserFactory):
+    is_staff = True
+
+    @factory.post_generation
+    def shelters(self, create, extracted, **kwargs):
+        for shelter in extracted or []:
+            shelter.staff.add(self)
+
+
+class CustomerFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Customer
+
+    user = factory.SubFactory(UserFactory)
+    full_name = factory.Faker("name")
+    email = factory.LazyAttribute(lambda c: c.user.email)
+
+
+def register_pet(*, shelter: Shelter, name: str = "Buddy", species: str = "dog", age: int = 2) -> PetRecord:
+    change = services.pet_register(
+        shelter=shelter, name=name, species=species, age=age,
+        context=CommandContext.system(causation_id="test"),
+    )
+    return PetRecord.objects.get(id=change.pet_id)
