@@ -1,7 +1,7 @@
 """Idempotency-Key for command endpoints: a retried request gets the first answer again.
 
-The stored answer is written in the same transaction as the command's events, so either
-both exist or neither does; a concurrent twin loses on the unique key and replays.
+The key is claimed and the answer stored in the same transaction as the command's events, so
+either both exist or neither does; a concurrent twin waits on the unique key, then replays.
 """
 
 from __future__ import annotations
@@ -53,14 +53,20 @@ def idempotent(handler):
             return _replay(record, fingerprint)
         try:
             with transaction.atomic():
+                # Claim the key first: a concurrent twin blocks on the unique index here,
+                # then replays our answer instead of racing us through the command.
+                record = IdempotentRequest.objects.create(
+                    user=request.user, key=key, endpoint=request.path,
+                    request_hash=fingerprint, response_status=0, response_body={},
+                )
                 response = handler(view, request, *args, **kwargs)
                 if 200 <= response.status_code < 300:
-                    IdempotentRequest.objects.create(
-                        user=request.user, key=key, endpoint=request.path,
-                        request_hash=fingerprint, response_status=response.status_code,
-                        response_body=json.loads(json.dumps(response.data, cls=JSONEncoder)),
-                        response_headers={h: response[h] for h in REPLAYED_HEADERS if h in response},
-                    )
+                    record.response_status = response.status_code
+                    record.response_body = json.loads(json.dumps(response.data, cls=JSONEncoder))
+                    record.response_headers = {h: response[h] for h in REPLAYED_HEADERS if h in response}
+                    record.save(update_fields=["response_status", "response_body", "response_headers"])
+                else:  # failures are not remembered: the client may fix and retry
+                    transaction.set_rollback(True)
         except IntegrityError:  # a concurrent request with the same key committed first
             return _replay(IdempotentRequest.objects.get(user=request.user, key=key), fingerprint)
         return response

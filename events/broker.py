@@ -13,6 +13,7 @@ import json
 import logging
 import socket
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -20,12 +21,17 @@ import amqp
 import kombu
 from django.conf import settings
 from kombu.exceptions import KombuError
+from kombu.transport.virtual.base import UndeliverableWarning
 
 from .models import OutboxMessage
 
 logger = logging.getLogger(__name__)
 
 UNROUTED_QUEUE = "petstore.unrouted"
+# The embedded broker routes unbound messages to its dead-letter queue (petstore.unrouted),
+# which is our alternate exchange's job on RabbitMQ; its warning per message is just noise.
+warnings.simplefilter("ignore", UndeliverableWarning)
+
 CONNECTION_ERRORS = (OSError, socket.timeout, amqp.exceptions.AMQPError, KombuError)
 
 
