@@ -110,7 +110,7 @@ class AggregateRepository(Generic[A]):
         rows = events.order_by("stream_version").values_list(
             "event_type", "schema_version", "payload", "recorded_at"
         )
-        for event_type, schema_version, payload, recorded_at in rows.iterator(chunk_size=2000):
+        for event_type, schema_version, payload, recorded_at in rows:
             aggregate.apply(event_from_stored(event_type, schema_version, payload), recorded_at)
         if aggregate.version == 0:
             raise StreamNotFound(stream_id)
