@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+from django.http import FileResponse
 from django.utils.dateparse import parse_datetime
 from rest_framework import status
 from rest_framework.exceptions import PermissionDenied, ValidationError
@@ -15,7 +16,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from events.context import CommandContext
-from petstore.api_errors import error_response
 
 from . import selectors, serializers, services
 from .domain import DomainError
@@ -161,9 +161,28 @@ class PetEventsView(APIView):
         return Response(serializers.PetEventOutput(events, many=True).data)
 
 
+def visible_adoption(request, adoption_id):
+    adoption = selectors.adoption_get(adoption_id=adoption_id, user=request.user)
+    if adoption is None:
+        raise NotFound("adoption_not_found", f"Adoption {adoption_id} does not exist.")
+    return adoption
+
+
 class AdoptionDetailView(APIView):
     def get(self, request, adoption_id):
-        adoption = selectors.adoption_get(adoption_id=adoption_id, user=request.user)
-        if adoption is None:
-            return error_response(404, "adoption_not_found", f"Adoption {adoption_id} does not exist.")
-        return Response(serializers.AdoptionOutput(adoption).data)
+        adoption = visible_adoption(request, adoption_id)
+        return Response(serializers.AdoptionOutput(selectors.adoption_view(adoption)).data)
+
+
+class AdoptionCertificateView(APIView):
+    """The certificate PDF, for the adopting customer and the shelter's staff only."""
+
+    def get(self, request, adoption_id):
+        adoption = visible_adoption(request, adoption_id)
+        certificate = getattr(adoption, "certificate", None)
+        if certificate is None:
+            raise NotFound("certificate_not_ready", "The certificate has not been generated yet.")
+        return FileResponse(
+            certificate.file.open("rb"), content_type="application/pdf",
+            filename=f"adoption-certificate-{adoption.id}.pdf",
+        )

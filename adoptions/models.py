@@ -1,5 +1,6 @@
 """Shelters, customers, adoptions, and the inline index of pets kept beside the event log."""
 
+import datetime
 import uuid
 
 from django.conf import settings
@@ -11,6 +12,10 @@ class Shelter(models.Model):
     name = models.CharField(max_length=200, unique=True)
     contact_email = models.EmailField()
     staff = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="shelters", blank=True)
+    # The vet's calendar: appointments on weekdays between these hours, one per slot.
+    opens_at = models.TimeField(default=datetime.time(9, 0))
+    closes_at = models.TimeField(default=datetime.time(17, 0))
+    vet_slot_minutes = models.PositiveSmallIntegerField(default=30)
 
     class Meta:
         ordering = ["name"]
@@ -28,6 +33,7 @@ class Customer(models.Model):
     )
     full_name = models.CharField(max_length=200)
     email = models.EmailField()
+    address = models.TextField(blank=True, default="")
 
     class Meta:
         ordering = ["full_name"]
@@ -80,7 +86,10 @@ class Adoption(models.Model):
     shelter = models.ForeignKey(Shelter, on_delete=models.PROTECT, related_name="adoptions")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PROCESSING)
     created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
     returned_at = models.DateTimeField(null=True, blank=True)
+    #: The PetAdopted event whose handlers are this adoption's steps.
+    adopted_event_id = models.UUIDField(null=True, blank=True, unique=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -105,4 +114,60 @@ class IdempotentRequest(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["user", "key"], name="one_answer_per_idempotency_key")
+        ]
+
+
+class VetAppointment(models.Model):
+    """The first vet visit: one slot of the shelter's calendar, never two in one slot."""
+
+    adoption = models.OneToOneField(Adoption, on_delete=models.PROTECT, related_name="vet_appointment")
+    shelter = models.ForeignKey(Shelter, on_delete=models.PROTECT, related_name="vet_appointments")
+    starts_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["starts_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["shelter", "starts_at"], name="one_appointment_per_slot")
+        ]
+
+    def __str__(self) -> str:
+        return f"vet visit {self.starts_at:%Y-%m-%d %H:%M} at {self.shelter}"
+
+
+class WelcomePackage(models.Model):
+    """The shipment of a welcome kit to the new family."""
+
+    adoption = models.OneToOneField(Adoption, on_delete=models.PROTECT, related_name="welcome_package")
+    ship_to = models.TextField()
+    contents = models.CharField(max_length=300)
+    status = models.CharField(max_length=20, default="prepared")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class ShelterInventory(models.Model):
+    """How many animals each shelter holds: kept by the inventory handler."""
+
+    shelter = models.OneToOneField(Shelter, on_delete=models.CASCADE, primary_key=True, related_name="inventory")
+    available = models.IntegerField(default=0)
+    adopted = models.IntegerField(default=0)
+    returned = models.IntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "shelter inventories"
+
+
+class AdoptionStats(models.Model):
+    """Analytics: adoptions per shelter per day per species."""
+
+    shelter = models.ForeignKey(Shelter, on_delete=models.CASCADE, related_name="adoption_stats")
+    day = models.DateField()
+    species = models.CharField(max_length=20)
+    adoptions = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "adoption statistics"
+        ordering = ["-day", "shelter", "species"]
+        constraints = [
+            models.UniqueConstraint(fields=["shelter", "day", "species"], name="one_stats_row_per_day")
         ]

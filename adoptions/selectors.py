@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from django.conf import settings
 from datetime import datetime
 from uuid import UUID
 
+from events.handlers import handlers_for
+from events.models import Delivery, StoredEvent
 from events.store import StreamNotFound, stream_events
-from events.models import StoredEvent
 
 from .domain import Pet, PetNotFound
 from .models import Adoption, PetRecord
 from .permissions import visible_adoptions
-from .services import pets
+from . import pets
 
 
 def pet_get(*, pet_id: UUID, as_of: datetime | None = None) -> Pet:
@@ -38,4 +42,61 @@ def pet_event_list(*, pet_id: UUID) -> list[StoredEvent]:
 
 def adoption_get(*, adoption_id: UUID, user) -> Adoption | None:
     """Return the adoption if this user may see it; otherwise as if it did not exist."""
-    return visible_adoptions(user).filter(id=adoption_id).first()
+    visible = visible_adoptions(user).select_related("certificate", "vet_appointment")
+    return visible.filter(id=adoption_id).first()
+
+
+@dataclass(frozen=True)
+class AdoptionView:
+    adoption: Adoption
+    steps: list[AdoptionStep]
+    details: AdoptionDetails
+
+
+def adoption_view(adoption: Adoption) -> AdoptionView:
+    """The adoption as the API and the admin show it: status, steps, certificate, vet date."""
+    return AdoptionView(adoption, adoption_steps(adoption), adoption_details(adoption))
+
+
+@dataclass(frozen=True)
+class AdoptionDetails:
+    certificate_url: str | None
+    vet_appointment_date: datetime | None
+
+
+def adoption_details(adoption: Adoption) -> AdoptionDetails:
+    """Return where the certificate is served and when the vet expects the pet."""
+    has_certificate = hasattr(adoption, "certificate")
+    appointment = getattr(adoption, "vet_appointment", None)
+    return AdoptionDetails(
+        certificate_url=(
+            f"{settings.PUBLIC_BASE_URL}/api/adoptions/{adoption.id}/certificate" if has_certificate else None
+        ),
+        vet_appointment_date=appointment.starts_at if appointment else None,
+    )
+
+
+@dataclass(frozen=True)
+class AdoptionStep:
+    name: str
+    status: str
+    attempts: int
+    last_error: str
+    finished_at: datetime | None
+
+
+def adoption_steps(adoption: Adoption) -> list[AdoptionStep]:
+    """Each handler of the adoption's PetAdopted event with its delivery (pending if none yet)."""
+    deliveries = {
+        d.handler: d for d in Delivery.objects.filter(event_id=adoption.adopted_event_id)
+    } if adoption.adopted_event_id else {}
+    steps = []
+    for handler in handlers_for("PetAdopted"):
+        delivery = deliveries.get(handler.name)
+        if delivery is None:
+            steps.append(AdoptionStep(handler.name, "pending", 0, "", None))
+        else:
+            steps.append(AdoptionStep(
+                handler.name, delivery.status, delivery.attempts, delivery.last_error, delivery.finished_at
+            ))
+    return steps

@@ -60,14 +60,28 @@ class AdoptionStartedOutput(serializers.Serializer):
     position = serializers.IntegerField()
 
 
-class AdoptionOutput(serializers.Serializer):
-    adoption_id = serializers.UUIDField(source="id")
-    pet_id = serializers.UUIDField()
-    customer_id = serializers.UUIDField()
-    shelter_id = serializers.UUIDField()
+class AdoptionStepOutput(serializers.Serializer):
+    name = serializers.CharField()
     status = serializers.CharField()
-    created_at = serializers.DateTimeField()
-    returned_at = serializers.DateTimeField()
+    attempts = serializers.IntegerField()
+    last_error = serializers.CharField()
+    finished_at = serializers.DateTimeField()
+
+
+class AdoptionOutput(serializers.Serializer):
+    """An adoption with its steps; built from selectors.adoption_view."""
+
+    adoption_id = serializers.UUIDField(source="adoption.id")
+    pet_id = serializers.UUIDField(source="adoption.pet_id")
+    customer_id = serializers.UUIDField(source="adoption.customer_id")
+    shelter_id = serializers.UUIDField(source="adoption.shelter_id")
+    status = serializers.CharField(source="adoption.status")
+    created_at = serializers.DateTimeField(source="adoption.created_at")
+    completed_at = serializers.DateTimeField(source="adoption.completed_at")
+    returned_at = serializers.DateTimeField(source="adoption.returned_at")
+    steps = AdoptionStepOutput(many=True)
+    certificate_url = serializers.CharField(source="details.certificate_url", allow_null=True)
+    vet_appointment_date = serializers.DateTimeField(source="details.vet_appointment_date", allow_null=True)
 
 
 class PetOutput(serializers.Serializer):

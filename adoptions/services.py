@@ -6,17 +6,18 @@ import uuid
 from dataclasses import dataclass
 from uuid import UUID
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from events.catalogue import Species
+from events.catalogue import AdoptionCompleted, Species
 from events.context import CommandContext
-from events.store import AggregateRepository, ConcurrencyConflict, StreamNotFound, last_position
+from events.store import ConcurrencyConflict, StreamNotFound, append, last_position
 
+from . import pets
 from .domain import DomainError, Pet, PetNotFound
 from .models import Adoption, Customer, PetRecord, Shelter
-
-pets: AggregateRepository[Pet] = AggregateRepository(Pet)
+from .selectors import adoption_details, adoption_steps
 
 
 class ShelterMismatch(DomainError):
@@ -39,12 +40,15 @@ def pet_load(pet_id: UUID) -> Pet:
         raise PetNotFound(pet_id) from None
 
 
+def _sync_record(pet: Pet, changed_at) -> None:
+    PetRecord.objects.filter(id=pet.id).update(
+        name=pet.name, age=pet.age, status=pet.status.value, version=pet.version, updated_at=changed_at,
+    )
+
+
 def _save(pet: Pet, *, context: CommandContext, expected_version: int | None) -> PetChange:
     rows = pets.save(pet, metadata=context.as_metadata(), expected_version=expected_version)
-    PetRecord.objects.filter(id=pet.id).update(
-        name=pet.name, age=pet.age, status=pet.status.value, version=pet.version,
-        updated_at=rows[-1].recorded_at,
-    )
+    _sync_record(pet, rows[-1].recorded_at)
     return PetChange(pet.id, pet.version, rows[-1].position)
 
 
@@ -82,9 +86,11 @@ def pet_adopt(
         raise ShelterMismatch(f"Pet {pet_id} belongs to another shelter.", shelter_id=str(pet.shelter_id))
     adoption = Adoption(id=uuid.uuid4(), pet_id=pet_id, customer=customer, shelter_id=pet.shelter_id)
     pet.adopt(adoption_id=adoption.id, customer_id=customer.id)
-    change = _save(pet, context=context, expected_version=expected_version)
+    rows = pets.save(pet, metadata=context.as_metadata(), expected_version=expected_version)
+    _sync_record(pet, rows[-1].recorded_at)
+    adoption.adopted_event_id = rows[-1].event_id
     adoption.save(force_insert=True)
-    return AdoptionStarted(adoption, change.position)
+    return AdoptionStarted(adoption, rows[-1].position)
 
 
 @transaction.atomic
@@ -112,3 +118,33 @@ def pet_rename(
             raise ConcurrencyConflict(pet.id, expected_version, pet.version)
         return PetChange(pet.id, pet.version, last_position(pet.id))
     return _save(pet, context=context, expected_version=expected_version)
+
+
+def adoption_progress(*, adoption_id: UUID) -> Adoption:
+    """Recompute an adoption's status from its steps; complete it exactly once.
+
+    Every step calls this after its own commit, so the last one to finish sees all of them;
+    the row lock makes two steps finishing at the same moment take turns.
+    """
+    with transaction.atomic():
+        adoption = Adoption.objects.select_for_update().get(id=adoption_id)
+        if adoption.status in (Adoption.Status.COMPLETED, Adoption.Status.RETURNED):
+            return adoption
+        statuses = {step.status for step in adoption_steps(adoption)}
+        if "dead" in statuses:
+            adoption.status = Adoption.Status.NEEDS_ATTENTION
+        elif statuses == {"succeeded"}:
+            adoption.status, adoption.completed_at = Adoption.Status.COMPLETED, timezone.now()
+            details = adoption_details(adoption)
+            append(
+                stream_type="adoption", stream_id=adoption.id, expected_version=0,
+                events=[AdoptionCompleted(
+                    certificate_url=details.certificate_url,
+                    vet_appointment_date=details.vet_appointment_date,
+                )],
+                metadata=CommandContext.system(causation_id=str(adoption.adopted_event_id)).as_metadata(),
+            )
+        else:
+            adoption.status = Adoption.Status.PROCESSING
+        adoption.save(update_fields=["status", "completed_at"])
+    return adoption

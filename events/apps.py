@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.utils.module_loading import autodiscover_modules
 
 
 class EventsConfig(AppConfig):
@@ -7,3 +8,7 @@ class EventsConfig(AppConfig):
 
     def ready(self) -> None:
         from petstore import checks  # noqa: F401  (registers the reliability checks)
+
+        # Every process (web, relay, worker) knows every handler: the relay fans out to
+        # them, the worker runs them, the API lists them as an adoption's steps.
+        autodiscover_modules("handlers")

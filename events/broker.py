@@ -13,6 +13,7 @@ import json
 import logging
 import socket
 import time
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -23,6 +24,7 @@ from django.conf import settings
 from kombu.exceptions import KombuError
 from kombu.transport.virtual.base import UndeliverableWarning
 
+from .handlers import HANDLERS, Handler, handlers_for
 from .models import OutboxMessage
 
 logger = logging.getLogger(__name__)
@@ -50,9 +52,15 @@ def unrouted_queue() -> kombu.Queue:
 
 
 def declare_topology(channel) -> None:
-    """Declare the exchanges and queues the relay's messages rely on (idempotent)."""
+    """Declare the exchanges and queues the relay's messages rely on (idempotent).
+
+    Infrastructure declares them, not consumers starting up: a handler queue must exist
+    before its first task is published, or the message would have nowhere to go.
+    """
     unrouted_queue()(channel).declare()
     events_exchange()(channel).declare()
+    for queue in settings.CELERY_TASK_QUEUES:
+        queue(channel).declare()
 
 
 def broker_connection(url: str | None = None, *, timeout: float | None = None) -> kombu.Connection:
@@ -80,8 +88,24 @@ class Publisher(Protocol):
     def close(self) -> None: ...
 
 
-def amqp_properties(message: OutboxMessage) -> dict:
-    return {
+@dataclass(frozen=True)
+class Envelope:
+    """One AMQP message to publish for an outbox row."""
+
+    row_id: int
+    exchange: str
+    routing_key: str
+    body: str
+    properties: dict = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.properties.get('message_id')}|{self.routing_key}"
+
+
+def event_envelope(message: OutboxMessage) -> Envelope:
+    """The event itself, on its channel of the topic exchange, for any subscriber."""
+    properties = {
         "content_type": "application/json",
         "content_encoding": "utf-8",
         "delivery_mode": 2,
@@ -91,6 +115,47 @@ def amqp_properties(message: OutboxMessage) -> dict:
         "correlation_id": message.headers.get("correlation-id") or None,
         "application_headers": message.headers,
     }
+    body = json.dumps(message.payload, separators=(",", ":"))
+    return Envelope(message.id, settings.EVENTS_EXCHANGE, message.routing_key, body, properties)
+
+
+def task_envelope(row_id: int, handler: Handler, event_id) -> Envelope:
+    """A Celery task message (protocol 2, built by Celery itself) for one handler's queue."""
+    from petstore.celery import app
+
+    task_id = str(uuid.uuid4())
+    task = app.amqp.as_task_v2(task_id, handler.name, args=(str(event_id),))
+    properties = {
+        "content_type": "application/json",
+        "content_encoding": "utf-8",
+        "delivery_mode": 2,
+        "message_id": task_id,
+        "application_headers": task.headers,
+        **task.properties,
+    }
+    body = json.dumps(task.body, separators=(",", ":"))
+    return Envelope(row_id, handler.queue, handler.queue, body, properties)
+
+
+def envelopes_for(message: OutboxMessage) -> list[Envelope]:
+    """An event row fans out to its channel and every subscribed handler; a handler row to one."""
+    if message.handler:
+        return [task_envelope(message.id, HANDLERS[message.handler], message.event_id)]
+    return [event_envelope(message)] + [
+        task_envelope(message.id, handler, message.event_id)
+        for handler in handlers_for(message.message_name)
+    ]
+
+
+def settle(messages: list[OutboxMessage], failures: dict[int, str]) -> PublishResult:
+    """A row counts as published only when every one of its envelopes was confirmed."""
+    result = PublishResult()
+    for message in messages:
+        if message.id in failures:
+            result.failed[message.id] = failures[message.id]
+        else:
+            result.confirmed.append(message.id)
+    return result
 
 
 class ConfirmingPublisher:
@@ -129,9 +194,11 @@ class ConfirmingPublisher:
         else:
             into.add(tag)
 
-    def _on_return(self, reply_code, reply_text, exchange, routing_key, message) -> None:
+    def _on_return(self, error, exchange, routing_key, message) -> None:
+        # py-amqp calls basic_return handlers with (exception, exchange, routing_key, message).
         key = f"{message.properties.get('message_id')}|{routing_key}"
-        self._returned[key] = f"unroutable ({reply_code} {reply_text}) on {exchange}/{routing_key}"
+        reason = f"{error.reply_code} {error.reply_text}"
+        self._returned[key] = f"unroutable ({reason}) on {exchange}/{routing_key}"
 
     def publish(self, messages: list[OutboxMessage]) -> PublishResult:
         """Publish the batch and return which messages the broker confirmed."""
@@ -147,36 +214,30 @@ class ConfirmingPublisher:
 
     def _publish_and_confirm(self, messages: list[OutboxMessage]) -> PublishResult:
         self._acked.clear(), self._nacked.clear(), self._returned.clear()
-        tags: dict[int, OutboxMessage] = {}
+        tags: dict[int, Envelope] = {}
         for message in messages:
-            self._next_tag += 1
-            tags[self._next_tag] = message
-            body = json.dumps(message.payload, separators=(",", ":"))
-            self.channel.basic_publish(
-                amqp.Message(body, **amqp_properties(message)),
-                exchange=settings.EVENTS_EXCHANGE,
-                routing_key=message.routing_key,
-                mandatory=True,
-            )
+            for envelope in envelopes_for(message):
+                self._next_tag += 1
+                tags[self._next_tag] = envelope
+                self.channel.basic_publish(
+                    amqp.Message(envelope.body, **envelope.properties),
+                    exchange=envelope.exchange,
+                    routing_key=envelope.routing_key,
+                    mandatory=True,
+                )
         deadline = time.monotonic() + self.confirm_timeout
         while len(self._acked) + len(self._nacked) < len(tags):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"no confirm within {self.confirm_timeout}s")
             self.connection.drain_events(timeout=remaining)
-        return self._result(tags)
-
-    def _result(self, tags: dict[int, OutboxMessage]) -> PublishResult:
-        result = PublishResult()
-        for tag, message in tags.items():
-            returned = self._returned.get(f"{message.event_id}|{message.routing_key}")
+        failures: dict[int, str] = {}
+        for tag, envelope in tags.items():
             if tag in self._nacked:
-                result.failed[message.id] = "nacked by the broker"
-            elif returned:
-                result.failed[message.id] = returned
-            else:
-                result.confirmed.append(message.id)
-        return result
+                failures[envelope.row_id] = "nacked by the broker"
+            elif envelope.key in self._returned:
+                failures[envelope.row_id] = self._returned[envelope.key]
+        return settle(messages, failures)
 
     def close(self) -> None:
         if self.connection is not None:
@@ -201,16 +262,15 @@ class KombuPublisher:
                 self.connection = broker_connection(self.url)
                 channel = self.connection.channel()
                 declare_topology(channel)
-                self.producer = kombu.Producer(channel, exchange=events_exchange())
+                self.producer = kombu.Producer(channel)
             for message in messages:
-                props = amqp_properties(message)
-                self.producer.publish(
-                    message.payload,
-                    routing_key=message.routing_key,
-                    serializer="json",
-                    headers=props.pop("application_headers"),
-                    **{k: v for k, v in props.items() if k not in ("content_type", "content_encoding")},
-                )
+                for envelope in envelopes_for(message):
+                    properties = dict(envelope.properties)
+                    headers = properties.pop("application_headers", {})
+                    self.producer.publish(
+                        envelope.body, exchange=envelope.exchange, routing_key=envelope.routing_key,
+                        headers=headers, **properties,
+                    )
         except CONNECTION_ERRORS as error:
             self.close()
             return PublishResult(failed={m.id: repr(error) for m in messages}, connection_lost=True)

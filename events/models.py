@@ -81,12 +81,18 @@ class Snapshot(models.Model):
 
 
 class OutboxMessage(models.Model):
-    """A message to publish, written in the same transaction as its event."""
+    """A message to publish, written in the same transaction as its event.
+
+    A row without `handler` publishes the event on its channel and starts every subscribed
+    handler; a row with `handler` starts only that handler (a retry or a redrive), and its
+    `available_at` holds the retry delay in the database instead of in a broker ETA.
+    """
 
     id = models.BigAutoField(primary_key=True)
     event_id = models.UUIDField()
     message_name = models.CharField(max_length=100)
     routing_key = models.CharField(max_length=200)
+    handler = models.CharField(max_length=100, blank=True, default="")
     payload = models.JSONField()
     headers = models.JSONField(default=dict)
     created_at = models.DateTimeField()
@@ -101,7 +107,11 @@ class OutboxMessage(models.Model):
         db_table = "event_outbox"
         ordering = ["id"]
         constraints = [
-            models.UniqueConstraint(fields=["event_id", "routing_key"], name="one_message_per_channel")
+            models.UniqueConstraint(
+                fields=["event_id", "routing_key"],
+                condition=models.Q(handler=""),
+                name="one_message_per_channel",
+            )
         ]
         indexes = [
             models.Index(
@@ -117,3 +127,41 @@ class OutboxMessage(models.Model):
     @property
     def is_sent(self) -> bool:
         return self.published_at is not None
+
+
+class Delivery(models.Model):
+    """One handler's processing of one event: its inbox record, progress and dead letter.
+
+    Unique per (handler, event): the row marked `succeeded` is committed in the same
+    transaction as the handler's own writes, so a redelivered event is recognised and skipped.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"  # will be retried
+        DEAD = "dead"  # out of attempts: waits for a person to redrive it
+
+    handler = models.CharField(max_length=100)
+    event_id = models.UUIDField()
+    event_type = models.CharField(max_length=100)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "event_delivery"
+        verbose_name_plural = "deliveries"
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["handler", "event_id"], name="one_delivery_per_handler")
+        ]
+        indexes = [models.Index(fields=["status", "handler"]), models.Index(fields=["event_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.handler} ← {self.event_type} {self.event_id}: {self.status}"

@@ -66,6 +66,21 @@ def enqueue(
     transaction.on_commit(wake_relay)
 
 
+def enqueue_handler(handler, event_id: uuid.UUID, *, at: datetime) -> OutboxMessage:
+    """Schedule one handler's task for an event at `at` (a retry or a redrive)."""
+    message = OutboxMessage.objects.create(
+        event_id=event_id,
+        message_name=handler.name,
+        routing_key=handler.queue,
+        handler=handler.name,
+        payload={"eventId": str(event_id)},
+        created_at=timezone.now(),
+        available_at=at,
+    )
+    transaction.on_commit(wake_relay)
+    return message
+
+
 def wake_relay() -> None:
     """Tell sleeping relays there is work (PostgreSQL NOTIFY; others rely on polling)."""
     if connection.vendor != "postgresql":

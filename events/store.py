@@ -173,6 +173,33 @@ def last_position(stream_id: UUID) -> int:
     return latest.values_list("position", flat=True).first() or 0
 
 
+@dataclass(frozen=True)
+class RecordedEvent:
+    """An event as handlers see it: the stored facts plus the parsed, upcast payload."""
+
+    event_id: UUID
+    event_type: str
+    stream_id: UUID
+    stream_version: int
+    position: int
+    recorded_at: datetime
+    metadata: dict[str, Any]
+    event: DomainEvent
+
+    @classmethod
+    def from_row(cls, row: StoredEvent) -> RecordedEvent:
+        return cls(
+            event_id=row.event_id, event_type=row.event_type, stream_id=row.stream_id,
+            stream_version=row.stream_version, position=row.position, recorded_at=row.recorded_at,
+            metadata=row.metadata, event=event_from_stored(row.event_type, row.schema_version, row.payload),
+        )
+
+
+def recorded_event(event_id: UUID) -> RecordedEvent:
+    """Load one event by id, parsed and upcast (raises StoredEvent.DoesNotExist)."""
+    return RecordedEvent.from_row(StoredEvent.objects.get(event_id=event_id))
+
+
 def stream_events(stream_id: UUID) -> list[StoredEvent]:
     """Return every event of one stream, oldest first."""
     return list(StoredEvent.objects.filter(stream_id=stream_id).order_by("stream_version"))

@@ -17,6 +17,11 @@ api_patterns = [
     path("api/commands/rename-pet", api.RenamePetView.as_view(), name="rename-pet"),
     path("api/adoptions", api.AdoptPetView.as_view(), name="adoption-create"),
     path("api/adoptions/<uuid:adoption_id>", api.AdoptionDetailView.as_view(), name="adoption-detail"),
+    path(
+        "api/adoptions/<uuid:adoption_id>/certificate",
+        api.AdoptionCertificateView.as_view(),
+        name="adoption-certificate",
+    ),
     path("api/pets/<uuid:pet_id>", api.PetDetailView.as_view(), name="pet-detail"),
     path("api/pets/<uuid:pet_id>/events", api.PetEventsView.as_view(), name="pet-events"),
 ]

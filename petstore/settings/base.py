@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import environ
+from kombu import Exchange, Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(environ.Env().str("PETSTORE_VAR_DIR", default=str(BASE_DIR / "var")))
@@ -132,6 +133,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_out": str(_broker_dir / "queue"),
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
+        "polling_interval": 0.1,
         # The embedded broker has no alternate exchanges: unroutable messages land here.
         "deadletter_queue": "petstore.unrouted",
     }
@@ -146,6 +148,18 @@ CELERY_RESULT_EXTENDED = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# One durable queue per kind of side effect, so a slow certificate never delays an email.
+# `celery -A petstore worker` consumes them all; `-Q certificates` runs one service alone.
+PETSTORE_HANDLER_QUEUES = [
+    "emails", "shelter-notices", "inventory", "certificates", "vet-appointments",
+    "welcome-packages", "analytics",
+]
+CELERY_TASK_QUEUES = [
+    Queue(name, Exchange(name, type="direct", durable=True), routing_key=name, durable=True)
+    for name in ["celery", *PETSTORE_HANDLER_QUEUES]
+]
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_ROUTES = ("events.handlers.route_task",)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
@@ -158,6 +172,14 @@ RELAY_BATCH_SIZE = env.int("RELAY_BATCH_SIZE", default=500)
 RELAY_LEASE_SECONDS = env.int("RELAY_LEASE_SECONDS", default=30)
 RELAY_CONFIRM_TIMEOUT_SECONDS = env.float("RELAY_CONFIRM_TIMEOUT_SECONDS", default=10.0)
 RELAY_SWEEP_SECONDS = env.float("RELAY_SWEEP_SECONDS", default=1.0)
+
+# Handler retries: exponential backoff with jitter, kept in the outbox (not as broker ETAs).
+HANDLER_MAX_ATTEMPTS = env.int("HANDLER_MAX_ATTEMPTS", default=6)
+HANDLER_RETRY_BASE_SECONDS = env.float("HANDLER_RETRY_BASE_SECONDS", default=5.0)
+HANDLER_RETRY_MAX_SECONDS = env.float("HANDLER_RETRY_MAX_SECONDS", default=600.0)
+
+# Extra seconds the certificate step sleeps: stands in for the guide's 30-second PDF service.
+CERTIFICATE_EXTRA_SECONDS = env.float("CERTIFICATE_EXTRA_SECONDS", default=0.0)
 
 LOGGING = {
     "version": 1,

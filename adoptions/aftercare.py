@@ -1,0 +1,88 @@
+"""What happens after an adoption besides paperwork: vet visit, welcome kit, counts, analytics.
+
+Each function is called by one handler (adoptions/handlers.py) inside the transaction that
+records the delivery, so its writes happen exactly once per event.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from uuid import UUID
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from .models import Adoption, AdoptionStats, PetRecord, ShelterInventory, VetAppointment, WelcomePackage
+
+WELCOME_KITS = {
+    "dog": "collar, lead, chew toy, puppy food sample",
+    "cat": "scratching pad, feather toy, kitten food sample",
+    "bird": "perch, millet spray, seed mix sample",
+    "rabbit": "hay bale, chew sticks, pellet sample",
+}
+
+
+def _vet_slots(shelter, after: dt.datetime):
+    """Yield the shelter's appointment slots on weekdays, starting the next working day."""
+    tz = timezone.get_current_timezone()
+    day = timezone.localtime(after, tz).date() + dt.timedelta(days=1)
+    step = dt.timedelta(minutes=shelter.vet_slot_minutes)
+    while True:
+        if day.weekday() < 5:
+            slot = dt.datetime.combine(day, shelter.opens_at, tzinfo=tz)
+            closing = dt.datetime.combine(day, shelter.closes_at, tzinfo=tz)
+            while slot + step <= closing:
+                yield slot
+                slot += step
+        day += dt.timedelta(days=1)
+
+
+def vet_appointment_schedule(*, adoption: Adoption) -> VetAppointment:
+    """Book the first free slot; a slot taken concurrently makes us try the next one."""
+    existing = VetAppointment.objects.filter(adoption=adoption).first()
+    if existing:
+        return existing
+    taken = set(
+        VetAppointment.objects.filter(shelter_id=adoption.shelter_id, starts_at__gt=adoption.created_at)
+        .values_list("starts_at", flat=True)
+    )
+    for slot in _vet_slots(adoption.shelter, adoption.created_at):
+        if slot in taken:
+            continue
+        try:
+            with transaction.atomic():
+                return VetAppointment.objects.create(adoption=adoption, shelter_id=adoption.shelter_id, starts_at=slot)
+        except IntegrityError:  # another adoption booked this slot a moment ago
+            continue
+    raise AssertionError("unreachable: the calendar never ends")
+
+
+def welcome_package_send(*, adoption: Adoption) -> WelcomePackage:
+    package, _ = WelcomePackage.objects.get_or_create(
+        adoption=adoption,
+        defaults={
+            "ship_to": adoption.customer.address or f"{adoption.customer.full_name} (address to confirm)",
+            "contents": WELCOME_KITS.get(adoption.pet.species, "welcome letter"),
+        },
+    )
+    return package
+
+
+def inventory_apply(*, shelter_id: UUID, available: int = 0, adopted: int = 0, returned: int = 0) -> None:
+    """Shift a shelter's counts by the given amounts."""
+    ShelterInventory.objects.get_or_create(shelter_id=shelter_id)
+    ShelterInventory.objects.filter(shelter_id=shelter_id).update(
+        available=F("available") + available, adopted=F("adopted") + adopted, returned=F("returned") + returned,
+    )
+
+
+def pet_shelter_id(pet_id: UUID) -> UUID:
+    return PetRecord.objects.values_list("shelter_id", flat=True).get(id=pet_id)
+
+
+def analytics_record(*, adoption: Adoption) -> None:
+    day = timezone.localdate(adoption.created_at)
+    key = {"shelter_id": adoption.shelter_id, "day": day, "species": adoption.pet.species}
+    AdoptionStats.objects.get_or_create(**key)
+    AdoptionStats.objects.filter(**key).update(adoptions=F("adoptions") + 1)

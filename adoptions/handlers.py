@@ -1,0 +1,54 @@
+"""The adoption's own steps, run by Celery when a PetAdopted event is published.
+
+Together with notifications/handlers.py these are the seven steps of an adoption; each one
+settles by recomputing the adoption's status (services.adoption_progress).
+"""
+
+from __future__ import annotations
+
+from events.handlers import event_handler
+from events.store import RecordedEvent
+
+from . import aftercare, services
+from .models import Adoption
+
+
+def adoption_settled(event: RecordedEvent, status: str) -> None:
+    if event.event_type == "PetAdopted":
+        services.adoption_progress(adoption_id=event.event.adoption_id)
+
+
+def adoption_step(name: str, *, queue: str, on: tuple[str, ...] = ("PetAdopted",), time_limit: int = 60):
+    """Declare a handler that is one step of every adoption."""
+    return event_handler(name=name, on=on, queue=queue, time_limit=time_limit, on_settled=adoption_settled)
+
+
+def adoption_of(event: RecordedEvent) -> Adoption:
+    return Adoption.objects.select_related("pet", "customer", "shelter").get(id=event.event.adoption_id)
+
+
+@adoption_step("adoptions.inventory", queue="inventory", on=("PetRegistered", "PetAdopted", "PetReturned"))
+def update_inventory(event: RecordedEvent) -> None:
+    if event.event_type == "PetRegistered":
+        aftercare.inventory_apply(shelter_id=event.event.shelter_id, available=1)
+    elif event.event_type == "PetAdopted":
+        aftercare.inventory_apply(shelter_id=aftercare.pet_shelter_id(event.stream_id), available=-1, adopted=1)
+    else:
+        aftercare.inventory_apply(
+            shelter_id=aftercare.pet_shelter_id(event.stream_id), available=1, adopted=-1, returned=1
+        )
+
+
+@adoption_step("adoptions.vet_appointment", queue="vet-appointments")
+def schedule_vet_appointment(event: RecordedEvent) -> None:
+    aftercare.vet_appointment_schedule(adoption=adoption_of(event))
+
+
+@adoption_step("adoptions.welcome_package", queue="welcome-packages")
+def send_welcome_package(event: RecordedEvent) -> None:
+    aftercare.welcome_package_send(adoption=adoption_of(event))
+
+
+@adoption_step("adoptions.analytics", queue="analytics")
+def update_analytics(event: RecordedEvent) -> None:
+    aftercare.analytics_record(adoption=adoption_of(event))

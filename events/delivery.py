@@ -1,0 +1,142 @@
+"""Run one handler on one event exactly once in effect, with retries and dead letters.
+
+1. Take a PostgreSQL advisory lock for (handler, event), held by the session, not a
+   transaction: a duplicate message arriving while the first copy runs waits its turn (it is
+   rescheduled), and a worker that dies releases the lock with its connection.
+2. The Delivery row is the inbox: already `succeeded` or `dead` means acknowledge and skip.
+3. The handler runs inside a transaction that also marks the delivery `succeeded`, so its
+   database writes and the inbox record commit together. Handlers do slow work (SMTP, PDF)
+   before their first write, so the transaction holds no transaction id while they wait.
+4. A failure is recorded; the retry is an outbox row due after an exponential, jittered
+   delay (kept in the database, never as a broker ETA); after the last attempt it is `dead`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from contextlib import contextmanager
+from datetime import timedelta
+from uuid import UUID
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from . import outbox
+from .handlers import HANDLERS, Handler
+from .models import Delivery
+from .store import RecordedEvent, recorded_event
+
+logger = logging.getLogger(__name__)
+
+Status = Delivery.Status
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Exponential backoff with full jitter, capped by HANDLER_RETRY_MAX_SECONDS."""
+    base = settings.HANDLER_RETRY_BASE_SECONDS * 2 ** max(0, attempts - 1)
+    ceiling = min(settings.HANDLER_RETRY_MAX_SECONDS, base)
+    return timedelta(seconds=random.uniform(ceiling / 2, ceiling))
+
+
+def _lock_key(handler: str, event_id: UUID) -> int:
+    digest = hashlib.blake2b(f"{handler}:{event_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+@contextmanager
+def exclusive(handler: str, event_id: UUID):
+    """Yield whether this worker holds the (handler, event) lock; always True off PostgreSQL."""
+    if connection.vendor != "postgresql":
+        yield True
+        return
+    key = _lock_key(handler, event_id)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+        acquired = cursor.fetchone()[0]
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+
+
+def deliver(handler_name: str, event_id: UUID) -> str:
+    """Run the handler for the event unless it already ran; return what happened."""
+    handler = HANDLERS[handler_name]
+    with exclusive(handler.name, event_id) as acquired:
+        if not acquired:  # the same delivery is running right now on another worker
+            outbox.enqueue_handler(handler, event_id, at=timezone.now() + timedelta(seconds=2))
+            return "busy"
+        event = recorded_event(event_id)
+        delivery = _start(handler, event)
+        if delivery is None:
+            return "skipped"
+        try:
+            with transaction.atomic():
+                handler.run(event)
+                _finish(delivery, Status.SUCCEEDED)
+        except Exception as error:  # any failure: record it, retry later or give up
+            logger.warning("%s failed on %s (attempt %s): %r", handler.name, event_id, delivery.attempts, error)
+            return _fail(handler, delivery, event, error)
+    _settled(handler, event, Status.SUCCEEDED)
+    return Status.SUCCEEDED
+
+
+def _start(handler: Handler, event: RecordedEvent) -> Delivery | None:
+    with transaction.atomic():
+        delivery, _ = Delivery.objects.select_for_update().get_or_create(
+            handler=handler.name, event_id=event.event_id, defaults={"event_type": event.event_type}
+        )
+        if delivery.status in (Status.SUCCEEDED, Status.DEAD):
+            return None
+        delivery.status, delivery.started_at = Status.RUNNING, timezone.now()
+        delivery.attempts += 1
+        delivery.save(update_fields=["status", "started_at", "attempts"])
+    return delivery
+
+
+def _finish(delivery: Delivery, status: str, error: str = "") -> None:
+    delivery.status, delivery.finished_at = status, timezone.now()
+    delivery.last_error, delivery.next_attempt_at = error or delivery.last_error, None
+    delivery.save(update_fields=["status", "finished_at", "last_error", "next_attempt_at"])
+
+
+def _fail(handler: Handler, delivery: Delivery, event: RecordedEvent, error: Exception) -> str:
+    message = f"{type(error).__name__}: {error}"[:2000]
+    with transaction.atomic():
+        if delivery.attempts >= handler.attempts_allowed:
+            _finish(delivery, Status.DEAD, message)
+        else:
+            delivery.status, delivery.last_error = Status.FAILED, message
+            delivery.next_attempt_at = timezone.now() + retry_delay(delivery.attempts)
+            delivery.save(update_fields=["status", "last_error", "next_attempt_at"])
+            outbox.enqueue_handler(handler, event.event_id, at=delivery.next_attempt_at)
+    if delivery.status == Status.DEAD:
+        _settled(handler, event, Status.DEAD)
+    return delivery.status
+
+
+def _settled(handler: Handler, event: RecordedEvent, status: str) -> None:
+    if handler.on_settled is not None:
+        handler.on_settled(event, status)
+
+
+def redrive(*, handler: str | None = None, event_id: UUID | None = None) -> int:
+    """Give dead deliveries a fresh set of attempts; return how many were scheduled."""
+    dead = Delivery.objects.filter(status=Status.DEAD)
+    if handler:
+        dead = dead.filter(handler=handler)
+    if event_id:
+        dead = dead.filter(event_id=event_id)
+    count = 0
+    with transaction.atomic():
+        for delivery in dead.select_for_update():
+            delivery.status, delivery.attempts, delivery.finished_at = Status.PENDING, 0, None
+            delivery.save(update_fields=["status", "attempts", "finished_at"])
+            outbox.enqueue_handler(HANDLERS[delivery.handler], delivery.event_id, at=timezone.now())
+            count += 1
+    return count

@@ -1,0 +1,81 @@
+"""Event handlers: who reacts to which message, on which queue, with which limits.
+
+Declaring a handler with ``@event_handler`` registers it for the relay's fan-out and creates
+its Celery task (same stable name, its own queue, late acks, requeue when the worker dies, a
+hard time limit). The task is thin: it carries the event id and calls ``events.delivery``,
+which records the delivery, runs the handler once, and schedules retries in the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from celery import shared_task
+from django.conf import settings
+
+from .store import RecordedEvent
+
+
+@dataclass(frozen=True)
+class Handler:
+    name: str  # stable: also the Celery task name and the delivery record's key
+    messages: tuple[str, ...]  # message names it subscribes to (PetAdopted, PetAvailable, …)
+    queue: str
+    run: Callable[[RecordedEvent], None]
+    time_limit: int = 60  # seconds; must stay well under RabbitMQ's consumer timeout
+    max_attempts: int = 0  # 0: settings.HANDLER_MAX_ATTEMPTS
+    #: Called after commit when a delivery succeeds or goes dead (e.g. to complete an adoption).
+    on_settled: Callable[[RecordedEvent, str], None] | None = field(default=None, compare=False)
+
+    @property
+    def attempts_allowed(self) -> int:
+        return self.max_attempts or settings.HANDLER_MAX_ATTEMPTS
+
+
+HANDLERS: dict[str, Handler] = {}
+
+
+def handlers_for(message_name: str) -> list[Handler]:
+    return [h for h in HANDLERS.values() if message_name in h.messages]
+
+
+def event_handler(
+    *, name: str, on: tuple[str, ...], queue: str, time_limit: int = 60, max_attempts: int = 0,
+    on_settled: Callable[[RecordedEvent, str], None] | None = None,
+) -> Callable:
+    """Register a function as the handler `name` for the given message names."""
+
+    def register(run: Callable[[RecordedEvent], None]) -> Callable[[RecordedEvent], None]:
+        if name in HANDLERS:
+            raise ValueError(f"handler {name} declared twice")
+        handler = Handler(name, tuple(on), queue, run, time_limit, max_attempts, on_settled)
+        HANDLERS[name] = handler
+        _celery_task(handler)
+        return run
+
+    return register
+
+
+def _celery_task(handler: Handler):
+    @shared_task(
+        name=handler.name,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        time_limit=handler.time_limit,
+        soft_time_limit=max(1, handler.time_limit - 5),
+        ignore_result=True,
+    )
+    def run_handler(event_id: str) -> str:
+        from .delivery import deliver
+
+        return deliver(handler.name, UUID(event_id))
+
+    return run_handler
+
+
+def route_task(name, args, kwargs, options, task=None, **kw):
+    """Celery task router: a handler's task goes to the handler's queue."""
+    handler = HANDLERS.get(name)
+    return {"queue": handler.queue} if handler else None
