@@ -23,11 +23,12 @@ from uuid import UUID
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+from pydantic import ValidationError
 
 from . import outbox
 from .handlers import HANDLERS, Handler
-from .models import Delivery
-from .store import RecordedEvent, recorded_event
+from .models import Delivery, StoredEvent
+from .store import RecordedEvent
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +72,17 @@ def deliver(handler_name: str, event_id: UUID) -> str:
         if not acquired:  # the same delivery is running right now on another worker
             outbox.enqueue_handler(handler, event_id, at=timezone.now() + timedelta(seconds=2))
             return "busy"
-        event = recorded_event(event_id)
-        delivery = _start(handler, event)
+        row = StoredEvent.objects.filter(event_id=event_id).first()
+        if row is None:  # not in our log: nothing to record it against
+            logger.error("%s got unknown event %s; acknowledged and dropped", handler.name, event_id)
+            return "unknown_event"
+        delivery = _start(handler, row)
         if delivery is None:
             return "skipped"
+        try:
+            event = RecordedEvent.from_row(row)
+        except ValidationError as error:  # a message that can never be read: dead at once
+            return _fail(handler, delivery, None, error, permanent=True)
         try:
             with transaction.atomic():
                 handler.run(event)
@@ -86,10 +94,10 @@ def deliver(handler_name: str, event_id: UUID) -> str:
     return Status.SUCCEEDED
 
 
-def _start(handler: Handler, event: RecordedEvent) -> Delivery | None:
+def _start(handler: Handler, row: StoredEvent) -> Delivery | None:
     with transaction.atomic():
         delivery, _ = Delivery.objects.select_for_update().get_or_create(
-            handler=handler.name, event_id=event.event_id, defaults={"event_type": event.event_type}
+            handler=handler.name, event_id=row.event_id, defaults={"event_type": row.event_type}
         )
         if delivery.status in (Status.SUCCEEDED, Status.DEAD):
             return None
@@ -105,17 +113,20 @@ def _finish(delivery: Delivery, status: str, error: str = "") -> None:
     delivery.save(update_fields=["status", "finished_at", "last_error", "next_attempt_at"])
 
 
-def _fail(handler: Handler, delivery: Delivery, event: RecordedEvent, error: Exception) -> str:
+def _fail(
+    handler: Handler, delivery: Delivery, event: RecordedEvent | None, error: Exception,
+    *, permanent: bool = False,
+) -> str:
     message = f"{type(error).__name__}: {error}"[:2000]
     with transaction.atomic():
-        if delivery.attempts >= handler.attempts_allowed:
+        if permanent or delivery.attempts >= handler.attempts_allowed:
             _finish(delivery, Status.DEAD, message)
         else:
             delivery.status, delivery.last_error = Status.FAILED, message
             delivery.next_attempt_at = timezone.now() + retry_delay(delivery.attempts)
             delivery.save(update_fields=["status", "last_error", "next_attempt_at"])
-            outbox.enqueue_handler(handler, event.event_id, at=delivery.next_attempt_at)
-    if delivery.status == Status.DEAD:
+            outbox.enqueue_handler(handler, delivery.event_id, at=delivery.next_attempt_at)
+    if delivery.status == Status.DEAD and event is not None:
         _settled(handler, event, Status.DEAD)
     return delivery.status
 

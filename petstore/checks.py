@@ -39,3 +39,27 @@ def celery_reliability(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
             "Set CELERY_BROKER_TRANSPORT_OPTIONS['confirm_publish'] = True.",
         )
     return errors
+
+
+@checks.register(checks.Tags.compatibility)
+def handler_queues_and_limits(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """Every handler's queue is declared, and its time limit ends before RabbitMQ gives up on it."""
+    from events.handlers import HANDLERS
+
+    declared = {queue.name for queue in settings.CELERY_TASK_QUEUES}
+    errors = []
+    for handler in HANDLERS.values():
+        if handler.queue not in declared:
+            errors.append(checks.Error(
+                f"Handler {handler.name} uses queue {handler.queue!r}, which is not declared.",
+                hint="Add it to PETSTORE_HANDLER_QUEUES.", id="petstore.E005",
+            ))
+        if handler.time_limit >= settings.RABBITMQ_CONSUMER_TIMEOUT_SECONDS:
+            errors.append(checks.Error(
+                f"Handler {handler.name} may run {handler.time_limit}s, past RabbitMQ's consumer timeout.",
+                hint="Lower its time_limit: a late-acked task past the timeout closes the channel.",
+                id="petstore.E006",
+            ))
+    if settings.HANDLER_RETRY_MAX_SECONDS <= 0:
+        errors.append(checks.Error("HANDLER_RETRY_MAX_SECONDS must be positive.", id="petstore.E007"))
+    return errors

@@ -173,6 +173,9 @@ RELAY_LEASE_SECONDS = env.int("RELAY_LEASE_SECONDS", default=30)
 RELAY_CONFIRM_TIMEOUT_SECONDS = env.float("RELAY_CONFIRM_TIMEOUT_SECONDS", default=10.0)
 RELAY_SWEEP_SECONDS = env.float("RELAY_SWEEP_SECONDS", default=1.0)
 
+# RabbitMQ's consumer_timeout (default 30 min): every handler's time limit must stay below it.
+RABBITMQ_CONSUMER_TIMEOUT_SECONDS = env.int("RABBITMQ_CONSUMER_TIMEOUT_SECONDS", default=1800)
+
 # Handler retries: exponential backoff with jitter, kept in the outbox (not as broker ETAs).
 HANDLER_MAX_ATTEMPTS = env.int("HANDLER_MAX_ATTEMPTS", default=6)
 HANDLER_RETRY_BASE_SECONDS = env.float("HANDLER_RETRY_BASE_SECONDS", default=5.0)

@@ -1,0 +1,212 @@
+"""The seven adoption steps, run in-process through events.delivery (no broker needed)."""
+
+import threading
+
+import pytest
+from django.core import mail
+from django.db import connection
+
+from adoptions import services
+from adoptions.models import Adoption, AdoptionStats, ShelterInventory, VetAppointment, WelcomePackage
+from events.context import CommandContext
+from events.delivery import deliver, redrive
+from events.handlers import handlers_for
+from events.models import OutboxMessage, StoredEvent
+from notifications.models import Certificate, SentEmail
+from tests.conftest import client_for
+from tests.factories import CustomerFactory, register_pet
+
+pytestmark = pytest.mark.django_db
+
+STEPS = {
+    "notifications.confirmation_email", "notifications.shelter_notice", "adoptions.inventory",
+    "notifications.certificate", "adoptions.vet_appointment", "adoptions.welcome_package",
+    "adoptions.analytics",
+}
+
+
+@pytest.fixture(autouse=True)
+def media(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+def adopt(pet, customer) -> Adoption:
+    started = services.pet_adopt(pet_id=pet.id, customer=customer, context=CommandContext.system())
+    return started.adoption
+
+
+def run_steps(adoption: Adoption, names=None) -> dict[str, str]:
+    return {
+        handler.name: deliver(handler.name, adoption.adopted_event_id)
+        for handler in handlers_for("PetAdopted")
+        if names is None or handler.name in names
+    }
+
+
+def test_pet_adopted_fans_out_to_the_seven_steps():
+    assert {h.name for h in handlers_for("PetAdopted")} == STEPS
+    assert len({h.queue for h in handlers_for("PetAdopted")}) == 7  # each on its own queue
+
+
+def test_all_steps_succeeding_completes_the_adoption_once(pet, customer):
+    adoption = adopt(pet, customer)
+
+    results = run_steps(adoption)
+    run_steps(adoption)  # a redelivery of everything changes nothing
+    services.adoption_progress(adoption_id=adoption.id)
+
+    assert set(results.values()) == {"succeeded"}
+    adoption.refresh_from_db()
+    assert adoption.status == "completed" and adoption.completed_at
+    completed = StoredEvent.objects.filter(event_type="AdoptionCompleted", stream_id=adoption.id)
+    assert completed.count() == 1
+    payload = completed.get().payload
+    assert payload["certificate_url"].endswith(f"/api/adoptions/{adoption.id}/certificate")
+    assert payload["vet_appointment_date"]
+    assert OutboxMessage.objects.filter(routing_key="adoption.completed").count() == 1
+
+
+def test_each_effect_happens_exactly_once(pet, customer, shelter):
+    adoption = adopt(pet, customer)
+    run_steps(adoption)
+    run_steps(adoption)
+
+    assert [m.to for m in mail.outbox] == [[customer.email], [shelter.contact_email]]
+    assert mail.outbox[0].alternatives[0][1] == "text/html"
+    assert pet.name in mail.outbox[0].subject
+    assert mail.outbox[0].extra_headers["Message-ID"].startswith(f"<{adoption.adopted_event_id}.")
+    assert SentEmail.objects.count() == 2
+    assert Certificate.objects.filter(adoption=adoption).count() == 1
+    assert VetAppointment.objects.filter(adoption=adoption).count() == 1
+    assert WelcomePackage.objects.get(adoption=adoption).contents.startswith("collar")
+    assert AdoptionStats.objects.get(shelter=shelter, species="dog").adoptions == 1
+
+
+def test_certificate_is_a_pdf_in_storage(pet, customer):
+    adoption = adopt(pet, customer)
+    run_steps(adoption, {"notifications.certificate"})
+
+    certificate = Certificate.objects.get(adoption=adoption)
+    content = certificate.file.open("rb").read()
+    assert content.startswith(b"%PDF") and len(content) > 1000
+    assert certificate.file.name == f"certificates/{adoption.id}.pdf"
+
+
+def test_inventory_follows_registrations_adoptions_and_returns(shelter, customer):
+    pet = register_pet(shelter=shelter)
+    registered = StoredEvent.objects.get(stream_id=pet.id, event_type="PetRegistered")
+    deliver("adoptions.inventory", registered.event_id)
+    adoption = adopt(pet, customer)
+    run_steps(adoption, {"adoptions.inventory"})
+    services.pet_return(pet_id=pet.id, reason="allergies", context=CommandContext.system())
+    returned = StoredEvent.objects.get(stream_id=pet.id, event_type="PetReturned")
+    deliver("adoptions.inventory", returned.event_id)
+    deliver("adoptions.inventory", returned.event_id)  # redelivered: counted once
+
+    inventory = ShelterInventory.objects.get(shelter=shelter)
+    assert (inventory.available, inventory.adopted, inventory.returned) == (1, 0, 1)
+
+
+def test_a_dead_step_needs_attention_and_a_successful_retry_completes(pet, customer, settings):
+    settings.HANDLER_MAX_ATTEMPTS = 1
+    settings.EMAIL_BACKEND = "tests.adoptions.test_steps.RefusingEmailBackend"
+    adoption = adopt(pet, customer)
+
+    results = run_steps(adoption)
+
+    assert results["notifications.confirmation_email"] == "dead"
+    assert results["adoptions.inventory"] == "succeeded"
+    adoption.refresh_from_db()
+    assert adoption.status == "needs_attention"
+    assert services.pets.load(pet.id).status.value == "adopted"  # the pet stays adopted
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    assert redrive(event_id=adoption.adopted_event_id) == 2
+    run_steps(adoption, {"notifications.confirmation_email", "notifications.shelter_notice"})
+
+    adoption.refresh_from_db()
+    assert adoption.status == "completed"
+    assert StoredEvent.objects.filter(event_type="AdoptionCompleted").count() == 1
+
+
+class RefusingEmailBackend:
+    """An email backend whose server is down."""
+
+    def __init__(self, **kwargs):
+        pass
+
+    def send_messages(self, messages):
+        raise ConnectionRefusedError("SMTP server refused the connection")
+
+
+def test_adoption_api_shows_steps_certificate_and_vet_date(pet, customer):
+    adoption = adopt(pet, customer)
+    client = client_for(customer.user)
+    before = client.get(f"/api/adoptions/{adoption.id}").json()
+    run_steps(adoption)
+    after = client.get(f"/api/adoptions/{adoption.id}").json()
+
+    assert before["status"] == "processing" and before["certificateUrl"] is None
+    assert {s["status"] for s in before["steps"]} == {"pending"}
+    assert after["status"] == "completed"
+    assert {s["name"] for s in after["steps"]} == STEPS
+    assert all(s["status"] == "succeeded" and s["attempts"] == 1 for s in after["steps"])
+    assert after["certificateUrl"] and after["vetAppointmentDate"]
+
+
+def test_certificate_download_is_for_the_customer_and_shelter_staff_only(pet, customer, staff, other_customer):
+    adoption = adopt(pet, customer)
+    url = f"/api/adoptions/{adoption.id}/certificate"
+    not_ready = client_for(customer.user).get(url)
+    run_steps(adoption, {"notifications.certificate"})
+
+    mine = client_for(customer.user).get(url)
+    staffs = client_for(staff).get(url)
+    theirs = client_for(other_customer.user).get(url)
+
+    assert not_ready.status_code == 404 and not_ready.json()["error"]["code"] == "certificate_not_ready"
+    assert mine.status_code == 200 and mine["Content-Type"] == "application/pdf"
+    assert b"".join(mine.streaming_content).startswith(b"%PDF")
+    assert staffs.status_code == 200
+    assert theirs.status_code == 404 and theirs.json()["error"]["code"] == "adoption_not_found"
+
+
+def test_vet_appointments_fill_working_hours_one_per_slot(shelter):
+    pets = [register_pet(shelter=shelter, name=f"P{i}") for i in range(3)]
+    adoptions = [adopt(p, CustomerFactory()) for p in pets]
+    for adoption in adoptions:
+        run_steps(adoption, {"adoptions.vet_appointment"})
+
+    starts = sorted(VetAppointment.objects.values_list("starts_at", flat=True))
+    assert len(set(starts)) == 3
+    assert all(s.weekday() < 5 and shelter.opens_at <= s.time() < shelter.closes_at for s in starts)
+    assert (starts[1] - starts[0]).total_seconds() == shelter.vet_slot_minutes * 60
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_adoptions_never_share_a_vet_slot(require_postgres, shelter):
+    adoptions = [adopt(register_pet(shelter=shelter, name=f"P{i}"), CustomerFactory()) for i in range(6)]
+    barrier = threading.Barrier(len(adoptions))
+
+    def book(adoption):
+        try:
+            barrier.wait(10)
+            deliver("adoptions.vet_appointment", adoption.adopted_event_id)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=book, args=(a,)) for a in adoptions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    starts = list(VetAppointment.objects.values_list("starts_at", flat=True))
+    assert len(starts) == 6 and len(set(starts)) == 6
+
+
+def test_unknown_handler_name_is_refused_by_the_redrive_command():
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError):
+        call_command("redrive_dead_letters", "--handler", "nope")

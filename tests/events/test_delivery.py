@@ -1,0 +1,114 @@
+"""Running handlers: once in effect, retries in the outbox, dead letters and redrive."""
+
+import uuid
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from events.catalogue import PetNameChanged
+from events.context import CommandContext
+from events.delivery import deliver, redrive
+from events.handlers import HANDLERS, event_handler
+from events.models import Delivery, OutboxMessage, StoredEvent
+from events.store import append
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def flaky_handler(settings):
+    """A handler on PetNameChanged (no real handler uses it) that fails while told to."""
+    settings.HANDLER_MAX_ATTEMPTS = 3
+    calls, settled = [], []
+    behaviour = {"fail": False}
+
+    def run(event):
+        calls.append(event.event_id)
+        if behaviour["fail"]:
+            raise RuntimeError("service down")
+
+    event_handler(
+        name="test.flaky", on=("PetNameChanged",), queue="analytics",
+        on_settled=lambda event, status: settled.append(status),
+    )(run)
+    yield HANDLERS["test.flaky"], calls, settled, behaviour
+    del HANDLERS["test.flaky"]
+
+
+def renamed_event() -> StoredEvent:
+    [row] = append(
+        stream_type="pet", stream_id=uuid.uuid4(), expected_version=1,
+        events=[PetNameChanged(old_name="A", new_name="B")],
+        metadata=CommandContext.system().as_metadata(),
+    )
+    return row
+
+
+def test_handler_runs_once_and_a_redelivery_is_skipped(flaky_handler):
+    handler, calls, settled, _ = flaky_handler
+    event = renamed_event()
+
+    first = deliver(handler.name, event.event_id)
+    again = deliver(handler.name, event.event_id)
+
+    assert (first, again) == ("succeeded", "skipped")
+    assert calls == [event.event_id]
+    delivery = Delivery.objects.get(handler=handler.name, event_id=event.event_id)
+    assert delivery.status == "succeeded" and delivery.attempts == 1
+    assert settled == ["succeeded"]
+
+
+def test_failure_is_retried_through_the_outbox_then_dead(flaky_handler):
+    handler, calls, settled, behaviour = flaky_handler
+    behaviour["fail"] = True
+    event = renamed_event()
+
+    statuses = [deliver(handler.name, event.event_id) for _ in range(3)]
+
+    assert statuses == ["failed", "failed", "dead"]
+    delivery = Delivery.objects.get(handler=handler.name, event_id=event.event_id)
+    assert delivery.attempts == 3 and "service down" in delivery.last_error
+    retries = OutboxMessage.objects.filter(handler=handler.name, event_id=event.event_id)
+    assert retries.count() == 2  # one scheduled retry per failed attempt before the last
+    assert all(r.available_at > r.created_at for r in retries)  # delays live in the database
+    assert settled == ["dead"]
+    assert deliver(handler.name, event.event_id) == "skipped"  # dead stays dead until redriven
+
+
+def test_redrive_gives_a_dead_delivery_fresh_attempts(flaky_handler):
+    handler, calls, settled, behaviour = flaky_handler
+    behaviour["fail"] = True
+    event = renamed_event()
+    for _ in range(3):
+        deliver(handler.name, event.event_id)
+    behaviour["fail"] = False
+
+    call_command("redrive_dead_letters", "--handler", handler.name)
+
+    delivery = Delivery.objects.get(handler=handler.name, event_id=event.event_id)
+    assert delivery.status == "pending"
+    scheduled = OutboxMessage.objects.filter(handler=handler.name).order_by("-id").first()
+    assert scheduled.available_at <= timezone.now()
+    assert deliver(handler.name, event.event_id) == "succeeded"
+    assert settled == ["dead", "succeeded"]
+
+
+def test_unreadable_stored_payload_goes_dead_at_once_with_the_validation_error(flaky_handler):
+    handler, calls, *_ = flaky_handler
+    broken = StoredEvent.objects.create(
+        stream_type="pet", stream_id=uuid.uuid4(), stream_version=1, event_type="PetNameChanged",
+        schema_version=1, payload={"new_name": ""}, recorded_at=timezone.now(),
+    )
+
+    assert deliver(handler.name, broken.event_id) == "dead"
+
+    delivery = Delivery.objects.get(handler=handler.name, event_id=broken.event_id)
+    assert "ValidationError" in delivery.last_error and delivery.attempts == 1
+    assert calls == []  # never half-processed
+
+
+def test_unknown_event_is_acknowledged_without_a_delivery(flaky_handler):
+    handler, *_ = flaky_handler
+    assert deliver(handler.name, uuid.uuid4()) == "unknown_event"
+    assert not Delivery.objects.exists()
