@@ -1,4 +1,6 @@
-"""The staff console: shelters, customers, pets and adoptions, each scoped to the user's shelters.
+"""The staff console: shelters, customers, pets, adoptions and what the adoption steps made.
+
+Every page is scoped to the user's shelters (superusers see all).
 
 Pets are event-sourced, so the admin never saves a PetRecord: adding calls pet_register,
 renaming calls pet_rename, and the rest of a pet's state is read-only here.
@@ -12,41 +14,38 @@ from uuid import UUID
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Q, QuerySet
-from django.http import HttpResponseRedirect
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.db.models import Count
+from django.http import Http404, HttpResponseRedirect
+from django.urls import path, reverse
 from django.utils.formats import localize
 from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
 from django.utils.timezone import localtime
+from django.views.decorators.http import require_POST
 
 from events.catalogue import Species
 from events.context import CommandContext
+from events.delivery import redrive
 from events.store import ConcurrencyConflict, stream_events
 
-from . import services
+from . import selectors, services
+from .admin_scoping import OwnShelterFilter, ReadOnlyAdminMixin, ShelterScopedAdmin
 from .domain import DomainError
-from .models import Adoption, Customer, PetRecord, Shelter
-from .permissions import managed_shelter_ids
-
-
-def shelter_ids_of(request) -> set[UUID] | None:
-    """Return the shelters the requesting user manages (None: all), once per request."""
-    if not hasattr(request, "_managed_shelter_ids"):
-        request._managed_shelter_ids = managed_shelter_ids(request.user)
-    return request._managed_shelter_ids
-
-
-def own_shelters(request) -> QuerySet[Shelter]:
-    shelter_ids = shelter_ids_of(request)
-    shelters = Shelter.objects.all()
-    return shelters if shelter_ids is None else shelters.filter(id__in=shelter_ids)
-
-
-def shelter_streams(shelter_ids: set[UUID]) -> Q:
-    """Match event-log rows of these shelters' pets and adoptions (by stream id)."""
-    pets = PetRecord.objects.filter(shelter__in=shelter_ids).values("id")
-    adoptions = Adoption.objects.filter(shelter__in=shelter_ids).values("id")
-    return Q(stream_id__in=pets) | Q(stream_id__in=adoptions)
+from .models import (
+    Adoption,
+    AdoptionStats,
+    Customer,
+    PetRecord,
+    Shelter,
+    ShelterInventory,
+    VetAppointment,
+    WelcomePackage,
+)
+from .permissions import may_redrive, own_shelters
 
 
 def admin_context(request) -> CommandContext:
@@ -54,47 +53,6 @@ def admin_context(request) -> CommandContext:
     return CommandContext(
         correlation_id=str(uuid.uuid4()), actor_id=str(request.user.pk), causation_id="admin"
     )
-
-
-class ShelterScopedAdmin(admin.ModelAdmin):
-    """Staff see only their shelters' rows, in lists and by URL; superusers see all."""
-
-    def scope(self, queryset: QuerySet, shelter_ids: set[UUID]) -> QuerySet:
-        raise NotImplementedError
-
-    def get_queryset(self, request):
-        queryset = super().get_queryset(request)
-        shelter_ids = shelter_ids_of(request)
-        return queryset if shelter_ids is None else self.scope(queryset, shelter_ids)
-
-    def in_scope(self, request, obj) -> bool:
-        return obj is None or self.get_queryset(request).filter(pk=obj.pk).exists()
-
-    def has_view_permission(self, request, obj=None):
-        return super().has_view_permission(request, obj) and self.in_scope(request, obj)
-
-    def has_change_permission(self, request, obj=None):
-        return super().has_change_permission(request, obj) and self.in_scope(request, obj)
-
-
-class ReadOnlyAdminMixin:
-    """Rows written by the domain (or an append-only log): shown, never edited here."""
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-class OwnShelterFilter(admin.RelatedFieldListFilter):
-    """Offer only the shelters the user manages."""
-
-    def field_choices(self, field, request, model_admin):
-        return [(shelter.pk, str(shelter)) for shelter in own_shelters(request)]
 
 
 @admin.register(Shelter)
@@ -269,12 +227,157 @@ def actor_names(actor_ids: set[str | None]) -> dict[str, str]:
     return {pk: names.get(pk, f"user {pk}") for pk in actor_ids if pk}
 
 
+STEP_RETRY_FORM = "adoption-step-retry"  # its id in admin/adoptions/adoption/change_form.html
+PROGRESS = (
+    '<div class="adoption-progress"><p>Status: <strong>{}</strong> · Certificate: {} · '
+    "Vet appointment: {}</p>"
+    '<table class="adoption-steps"><thead><tr><th>Step</th><th>Status</th><th>Attempts</th>'
+    "<th>Last error</th><th>Finished at</th><th></th></tr></thead>"
+    "<tbody>{}</tbody></table></div>"
+)
+STEP_ROW = (
+    '<tr class="step-{}"><td>{}</td><td>{}</td><td>{}</td><td title="{}">{}</td><td>{}</td>'
+    "<td>{}</td></tr>"
+)
+
+
+def progress_table(adoption: Adoption, *, retry_form: str | None):
+    """Render the adoption's summary and one row per step; dead steps get a Retry button."""
+    view = selectors.adoption_view(adoption)
+    rows = format_html_join("\n", STEP_ROW, (
+        (
+            step.status, step.name, step.status, step.attempts,
+            step.last_error, Truncator(step.last_error).chars(200) or "—",
+            when(step.finished_at, "—"),
+            retry_button(step.name, retry_form) if step.status == "dead" and retry_form else "",
+        )
+        for step in view.steps
+    ))
+    certificate = certificate_link(adoption) if view.details.certificate_url else "not made yet"
+    vet_date = when(view.details.vet_appointment_date, "not scheduled yet")
+    return format_html(PROGRESS, adoption.status, certificate, vet_date, rows)
+
+
+def when(moment, otherwise: str) -> str:
+    return localize(localtime(moment)) if moment else otherwise
+
+
+def certificate_link(adoption: Adoption):
+    # The API's URL, relative so it stays on the admin's host and session cookie.
+    url = reverse("adoption-certificate", args=[adoption.id])
+    return format_html('<a href="{}">certificate (PDF)</a>', url)
+
+
+def retry_button(handler: str, form_id: str):
+    # Forms cannot nest, so the form lives after the change form and `form=` points at it.
+    return format_html(
+        '<button type="submit" form="{}" name="handler" value="{}" class="button">Retry</button>',
+        form_id, handler,
+    )
+
+
+ADOPTION_FIELDS = [
+    "id", "pet", "customer", "shelter", "status", "created_at", "completed_at", "returned_at",
+    "adopted_event_id",
+]
+
+
 @admin.register(Adoption)
 class AdoptionAdmin(ReadOnlyAdminMixin, ShelterScopedAdmin):
+    """Adoptions are read-only; their page shows each step, and staff may retry a dead one."""
+
     list_display = ["id", "pet", "customer", "shelter", "status", "created_at", "returned_at"]
     list_filter = ["status", ("shelter", OwnShelterFilter)]
     list_select_related = ["pet", "customer", "shelter"]
     search_fields = ["pet__name", "customer__full_name"]
+    readonly_fields = [*ADOPTION_FIELDS, "progress", "progress_with_retry"]
+
+    def scope(self, queryset, shelter_ids):
+        return queryset.filter(shelter__in=shelter_ids)
+
+    def get_fieldsets(self, request, obj=None):
+        progress = "progress_with_retry" if may_redrive(request.user) else "progress"
+        return [(None, {"fields": ADOPTION_FIELDS}), ("Steps", {"fields": [progress]})]
+
+    # The same table twice: with Retry buttons only for users who may redrive.
+    @admin.display(description="progress")
+    def progress(self, adoption: Adoption):
+        return progress_table(adoption, retry_form=None)
+
+    @admin.display(description="progress")
+    def progress_with_retry(self, adoption: Adoption):
+        return progress_table(adoption, retry_form=STEP_RETRY_FORM)
+
+    def get_urls(self):
+        retry = self.admin_site.admin_view(require_POST(self.step_retry_view))
+        own = [path("<path:object_id>/retry/", retry, name="adoptions_adoption_retry")]
+        return own + super().get_urls()  # before the catch-all "<path:object_id>/"
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra = {"step_retry_form": STEP_RETRY_FORM} if may_redrive(request.user) else {}
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
+
+    def step_retry_view(self, request, object_id):
+        """Give a dead step of this adoption a fresh set of attempts, then show its page."""
+        adoption = self.get_object(request, unquote(object_id))
+        if adoption is None or not self.has_view_permission(request, adoption):
+            raise Http404("no such adoption")  # another shelter's adoption: as if missing
+        if not may_redrive(request.user):
+            raise PermissionDenied
+        handler = request.POST.get("handler", "")
+        self.message_user(request, *self.step_retry(adoption, handler))
+        return HttpResponseRedirect(reverse("admin:adoptions_adoption_change", args=[adoption.pk]))
+
+    def step_retry(self, adoption: Adoption, handler: str) -> tuple[str, int]:
+        """Redrive the step; return the message for the user and its level."""
+        steps = {step.name for step in selectors.adoption_steps(adoption)}
+        if handler not in steps or adoption.adopted_event_id is None:
+            return f"Not a step of this adoption: {handler!r}.", messages.ERROR
+        if redrive(handler=handler, event_id=adoption.adopted_event_id):
+            return f"Retrying step {handler}: it has a fresh set of attempts.", messages.SUCCESS
+        return f"Nothing to retry: step {handler} is not dead.", messages.WARNING
+
+
+# --- what the adoption steps wrote: shown, never edited --------------------------------------
+
+
+@admin.register(VetAppointment)
+class VetAppointmentAdmin(ReadOnlyAdminMixin, ShelterScopedAdmin):
+    list_display = ["starts_at", "shelter", "adoption"]
+    list_filter = [("shelter", OwnShelterFilter)]
+    list_select_related = ["shelter", "adoption"]
+    date_hierarchy = "starts_at"
+
+    def scope(self, queryset, shelter_ids):
+        return queryset.filter(shelter__in=shelter_ids)
+
+
+@admin.register(WelcomePackage)
+class WelcomePackageAdmin(ReadOnlyAdminMixin, ShelterScopedAdmin):
+    list_display = ["adoption", "contents", "ship_to", "status", "created_at"]
+    list_filter = ["status"]
+    list_select_related = ["adoption"]
+
+    def scope(self, queryset, shelter_ids):
+        return queryset.filter(adoption__shelter__in=shelter_ids)
+
+
+@admin.register(ShelterInventory)
+class ShelterInventoryAdmin(ReadOnlyAdminMixin, ShelterScopedAdmin):
+    list_display = ["shelter", "available", "adopted", "returned", "updated_at"]
+    list_select_related = ["shelter"]
+    ordering = ["shelter__name"]
+
+    def scope(self, queryset, shelter_ids):
+        return queryset.filter(shelter__in=shelter_ids)
+
+
+@admin.register(AdoptionStats)
+class AdoptionStatsAdmin(ReadOnlyAdminMixin, ShelterScopedAdmin):
+    list_display = ["day", "shelter", "species", "adoptions"]
+    list_filter = ["species", ("shelter", OwnShelterFilter)]
+    list_select_related = ["shelter"]
+    date_hierarchy = "day"
 
     def scope(self, queryset, shelter_ids):
         return queryset.filter(shelter__in=shelter_ids)

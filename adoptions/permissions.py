@@ -7,7 +7,12 @@ from uuid import UUID
 from django.db.models import Q, QuerySet
 from rest_framework.exceptions import PermissionDenied
 
-from .models import Adoption, Customer
+from events.models import StoredEvent
+
+from .models import Adoption, Customer, PetRecord, Shelter
+
+#: Redriving a dead delivery (or retrying an adoption step) needs this, besides seeing the row.
+REDRIVE_PERMISSION = "events.change_delivery"
 
 
 def customer_of(user) -> Customer | None:
@@ -39,3 +44,35 @@ def visible_adoptions(user) -> QuerySet[Adoption]:
     if user.is_superuser:
         return Adoption.objects.all()
     return Adoption.objects.filter(Q(customer__user=user) | Q(shelter__staff=user)).distinct()
+
+
+# --- the staff console's scoping -----------------------------------------------------------
+
+
+def shelter_ids_of(request) -> set[UUID] | None:
+    """Return the shelters the requesting user manages (None: all), once per request."""
+    if not hasattr(request, "_managed_shelter_ids"):
+        request._managed_shelter_ids = managed_shelter_ids(request.user)
+    return request._managed_shelter_ids
+
+
+def own_shelters(request) -> QuerySet[Shelter]:
+    shelter_ids = shelter_ids_of(request)
+    shelters = Shelter.objects.all()
+    return shelters if shelter_ids is None else shelters.filter(id__in=shelter_ids)
+
+
+def shelter_streams(shelter_ids: set[UUID]) -> Q:
+    """Match event-log rows of these shelters' pets and adoptions (by stream id)."""
+    pets = PetRecord.objects.filter(shelter__in=shelter_ids).values("id")
+    adoptions = Adoption.objects.filter(shelter__in=shelter_ids).values("id")
+    return Q(stream_id__in=pets) | Q(stream_id__in=adoptions)
+
+
+def shelter_event_ids(shelter_ids: set[UUID]) -> QuerySet:
+    """Event ids of these shelters' streams: for rows keyed by event (outbox, deliveries, …)."""
+    return StoredEvent.objects.filter(shelter_streams(shelter_ids)).values("event_id")
+
+
+def may_redrive(user) -> bool:
+    return user.has_perm(REDRIVE_PERMISSION)

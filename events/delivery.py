@@ -137,17 +137,23 @@ def _settled(handler: Handler, event: RecordedEvent, status: str) -> None:
 
 
 def redrive(*, handler: str | None = None, event_id: UUID | None = None) -> int:
-    """Give dead deliveries a fresh set of attempts; return how many were scheduled."""
+    """Give dead deliveries a fresh set of attempts; return how many were scheduled.
+
+    Each handler hears of it (on_settled with "pending"), so e.g. an adoption leaves
+    needs_attention as soon as its dead step is on its way again.
+    """
     dead = Delivery.objects.filter(status=Status.DEAD)
     if handler:
         dead = dead.filter(handler=handler)
     if event_id:
         dead = dead.filter(event_id=event_id)
-    count = 0
     with transaction.atomic():
-        for delivery in dead.select_for_update():
+        redriven = list(dead.select_for_update())
+        for delivery in redriven:
             delivery.status, delivery.attempts, delivery.finished_at = Status.PENDING, 0, None
             delivery.save(update_fields=["status", "attempts", "finished_at"])
             outbox.enqueue_handler(HANDLERS[delivery.handler], delivery.event_id, at=timezone.now())
-            count += 1
-    return count
+    for delivery in redriven:
+        row = StoredEvent.objects.get(event_id=delivery.event_id)
+        _settled(HANDLERS[delivery.handler], RecordedEvent.from_row(row), Status.PENDING)
+    return len(redriven)

@@ -91,7 +91,7 @@ def test_redrive_gives_a_dead_delivery_fresh_attempts(flaky_handler):
     scheduled = OutboxMessage.objects.filter(handler=handler.name).order_by("-id").first()
     assert scheduled.available_at <= timezone.now()
     assert deliver(handler.name, event.event_id) == "succeeded"
-    assert settled == ["dead", "succeeded"]
+    assert settled == ["dead", "pending", "succeeded"]  # redrive tells the handler too
 
 
 def test_unreadable_stored_payload_goes_dead_at_once_with_the_validation_error(flaky_handler):

@@ -21,6 +21,13 @@ STAFF_PERMISSIONS = [
     ("adoptions", "view_shelter"), ("adoptions", "view_customer"),
     ("adoptions", "view_petrecord"), ("adoptions", "add_petrecord"), ("adoptions", "change_petrecord"),
     ("adoptions", "view_adoption"), ("events", "view_outboxmessage"), ("events", "view_storedevent"),
+    # What the adoption steps wrote, all read-only in the admin.
+    ("adoptions", "view_vetappointment"), ("adoptions", "view_welcomepackage"),
+    ("adoptions", "view_shelterinventory"), ("adoptions", "view_adoptionstats"),
+    ("notifications", "view_sentemail"), ("notifications", "view_certificate"),
+    # change_delivery edits nothing (the admin has no delivery form): it is the permission to
+    # redrive dead deliveries and retry an adoption's dead step (adoptions.permissions).
+    ("events", "view_delivery"), ("events", "change_delivery"),
 ]
 
 SHELTERS = [
