@@ -14,7 +14,6 @@ import logging
 import socket
 import time
 import uuid
-import warnings
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -22,7 +21,6 @@ import amqp
 import kombu
 from django.conf import settings
 from kombu.exceptions import KombuError
-from kombu.transport.virtual.base import UndeliverableWarning
 
 from .handlers import HANDLERS, Handler, handlers_for
 from .models import OutboxMessage
@@ -30,10 +28,6 @@ from .models import OutboxMessage
 logger = logging.getLogger(__name__)
 
 UNROUTED_QUEUE = "petstore.unrouted"
-# The embedded broker routes unbound messages to its dead-letter queue (petstore.unrouted),
-# which is our alternate exchange's job on RabbitMQ; its warning per message is just noise.
-warnings.simplefilter("ignore", UndeliverableWarning)
-
 CONNECTION_ERRORS = (OSError, socket.timeout, amqp.exceptions.AMQPError, KombuError)
 
 
@@ -267,14 +261,25 @@ class KombuPublisher:
                 for envelope in envelopes_for(message):
                     properties = dict(envelope.properties)
                     headers = properties.pop("application_headers", {})
+                    exchange, routing_key = self._route(envelope)
                     self.producer.publish(
-                        envelope.body, exchange=envelope.exchange, routing_key=envelope.routing_key,
+                        envelope.body, exchange=exchange, routing_key=routing_key,
                         headers=headers, **properties,
                     )
         except CONNECTION_ERRORS as error:
             self.close()
             return PublishResult(failed={m.id: repr(error) for m in messages}, connection_lost=True)
         return PublishResult(confirmed=[m.id for m in messages])
+
+    def _route(self, envelope: Envelope) -> tuple[str, str]:
+        """Play the alternate exchange: the embedded broker would drop an unbound message."""
+        if envelope.exchange != settings.EVENTS_EXCHANGE:
+            return envelope.exchange, envelope.routing_key
+        channel = self.producer.channel
+        table = channel.get_table(envelope.exchange)
+        bound = channel.typeof(envelope.exchange).lookup(table, envelope.exchange, envelope.routing_key, None)
+        unrouted = (settings.EVENTS_UNROUTED_EXCHANGE, envelope.routing_key)  # fanout keeps the key
+        return (envelope.exchange, envelope.routing_key) if bound else unrouted
 
     def close(self) -> None:
         if self.connection is not None:

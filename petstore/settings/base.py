@@ -134,8 +134,6 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
         "polling_interval": 0.1,
-        # The embedded broker has no alternate exchanges: unroutable messages land here.
-        "deadletter_queue": "petstore.unrouted",
     }
     for _folder in ("queue", "control"):  # kombu does not create them
         (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
