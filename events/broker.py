@@ -161,7 +161,7 @@ class ConfirmingPublisher:
         self.connection: kombu.Connection | None = None
         self.channel = None
         self._next_tag = 0
-        self._acked: set[int] = set()
+        self._outstanding: set[int] = set()  # this batch's delivery tags not yet confirmed
         self._nacked: set[int] = set()
         self._returned: dict[str, str] = {}
 
@@ -177,16 +177,17 @@ class ConfirmingPublisher:
         self._next_tag = 0
 
     def _on_ack(self, tag: int, multiple: bool) -> None:
-        self._settle(self._acked, tag, multiple)
+        self._settle(tag, multiple, nacked=False)
 
     def _on_nack(self, tag: int, multiple: bool) -> None:
-        self._settle(self._nacked, tag, multiple)
+        self._settle(tag, multiple, nacked=True)
 
-    def _settle(self, into: set[int], tag: int, multiple: bool) -> None:
-        if multiple:
-            into.update(t for t in range(1, tag + 1) if t not in self._acked and t not in self._nacked)
-        else:
-            into.add(tag)
+    def _settle(self, tag: int, multiple: bool, *, nacked: bool) -> None:
+        """Resolve one tag, or with `multiple` every outstanding tag up to it."""
+        settled = {t for t in self._outstanding if t <= tag} if multiple else {tag} & self._outstanding
+        self._outstanding -= settled
+        if nacked:
+            self._nacked |= settled
 
     def _on_return(self, error, exchange, routing_key, message) -> None:
         # py-amqp calls basic_return handlers with (exception, exchange, routing_key, message).
@@ -207,12 +208,13 @@ class ConfirmingPublisher:
             return PublishResult(failed={m.id: reason for m in messages}, connection_lost=True)
 
     def _publish_and_confirm(self, messages: list[OutboxMessage]) -> PublishResult:
-        self._acked.clear(), self._nacked.clear(), self._returned.clear()
+        self._outstanding.clear(), self._nacked.clear(), self._returned.clear()
         tags: dict[int, Envelope] = {}
         for message in messages:
             for envelope in envelopes_for(message):
                 self._next_tag += 1
                 tags[self._next_tag] = envelope
+                self._outstanding.add(self._next_tag)
                 self.channel.basic_publish(
                     amqp.Message(envelope.body, **envelope.properties),
                     exchange=envelope.exchange,
@@ -220,7 +222,7 @@ class ConfirmingPublisher:
                     mandatory=True,
                 )
         deadline = time.monotonic() + self.confirm_timeout
-        while len(self._acked) + len(self._nacked) < len(tags):
+        while self._outstanding:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"no confirm within {self.confirm_timeout}s")

@@ -128,7 +128,8 @@ def claim_batch(*, limit: int, lease: timedelta) -> Claim:
         OutboxMessage.objects.filter(due, id__in=ids).update(
             claim_token=token, claimed_until=now + lease
         )
-    return Claim(token, list(OutboxMessage.objects.filter(claim_token=token).order_by("id")))
+    claimed = OutboxMessage.objects.filter(id__in=ids, claim_token=token).order_by("id")
+    return Claim(token, list(claimed))
 
 
 def mark_sent(claim: Claim, ids: Iterable[int]) -> int:
