@@ -87,10 +87,10 @@ def deliver(handler_name: str, event_id: UUID) -> str:
             with transaction.atomic():
                 handler.run(event)
                 _finish(delivery, Status.SUCCEEDED)
+                _settled(handler, event, Status.SUCCEEDED)
         except Exception as error:  # any failure: record it, retry later or give up
             logger.warning("%s failed on %s (attempt %s): %r", handler.name, event_id, delivery.attempts, error)
             return _fail(handler, delivery, event, error)
-    _settled(handler, event, Status.SUCCEEDED)
     return Status.SUCCEEDED
 
 
@@ -121,17 +121,22 @@ def _fail(
     with transaction.atomic():
         if permanent or delivery.attempts >= handler.attempts_allowed:
             _finish(delivery, Status.DEAD, message)
+            if event is not None:
+                _settled(handler, event, Status.DEAD)
         else:
             delivery.status, delivery.last_error = Status.FAILED, message
             delivery.next_attempt_at = timezone.now() + retry_delay(delivery.attempts)
             delivery.save(update_fields=["status", "last_error", "next_attempt_at"])
             outbox.enqueue_handler(handler, delivery.event_id, at=delivery.next_attempt_at)
-    if delivery.status == Status.DEAD and event is not None:
-        _settled(handler, event, Status.DEAD)
     return delivery.status
 
 
 def _settled(handler: Handler, event: RecordedEvent, status: str) -> None:
+    """Tell the handler's owner, inside the transaction that recorded the outcome.
+
+    In the same transaction, so a crash can never leave e.g. an adoption "processing" after
+    its last step succeeded.
+    """
     if handler.on_settled is not None:
         handler.on_settled(event, status)
 
@@ -150,10 +155,37 @@ def redrive(*, handler: str | None = None, event_id: UUID | None = None) -> int:
     with transaction.atomic():
         redriven = list(dead.select_for_update())
         for delivery in redriven:
+            handler = HANDLERS[delivery.handler]
             delivery.status, delivery.attempts, delivery.finished_at = Status.PENDING, 0, None
             delivery.save(update_fields=["status", "attempts", "finished_at"])
-            outbox.enqueue_handler(HANDLERS[delivery.handler], delivery.event_id, at=timezone.now())
-    for delivery in redriven:
-        row = StoredEvent.objects.get(event_id=delivery.event_id)
-        _settled(HANDLERS[delivery.handler], RecordedEvent.from_row(row), Status.PENDING)
+            outbox.enqueue_handler(handler, delivery.event_id, at=timezone.now())
+            row = StoredEvent.objects.get(event_id=delivery.event_id)
+            _settled(handler, RecordedEvent.from_row(row), Status.PENDING)
     return len(redriven)
+
+
+def recover_stalled() -> int:
+    """Count deliveries left `running` past their time limit as failed attempts.
+
+    Their worker died, or its message was acknowledged after a hard time limit: nobody will
+    finish them. The lock tells a live worker apart from a dead one. Returns how many.
+    """
+    now = timezone.now()
+    recovered = 0
+    for delivery in Delivery.objects.filter(status=Status.RUNNING):
+        handler = HANDLERS.get(delivery.handler)
+        limit = timedelta(seconds=(handler.time_limit if handler else 0) + settings.DELIVERY_STALL_MARGIN_SECONDS)
+        if handler is None or delivery.started_at > now - limit:
+            continue
+        with exclusive(handler.name, delivery.event_id) as acquired:
+            if not acquired:  # a worker holds it: still alive
+                continue
+            with transaction.atomic():
+                stalled = Delivery.objects.select_for_update().get(pk=delivery.pk)
+                if stalled.status != Status.RUNNING or stalled.started_at != delivery.started_at:
+                    continue
+                row = StoredEvent.objects.get(event_id=stalled.event_id)
+                error = TimeoutError(f"no outcome {int(limit.total_seconds())}s after it started")
+                _fail(handler, stalled, RecordedEvent.from_row(row), error)
+                recovered += 1
+    return recovered

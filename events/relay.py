@@ -17,7 +17,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import close_old_connections, connection
 
-from . import outbox
+from . import delivery, outbox
 from .broker import Publisher, make_publisher
 
 logger = logging.getLogger(__name__)
@@ -84,9 +84,13 @@ class Relay:
         sweep = sweep_seconds or settings.RELAY_SWEEP_SECONDS
         wakeup = Wakeup()
         logger.info("relay started (batch %s, sweep %ss)", self.batch_size, sweep)
+        next_chores = time.monotonic()
         try:
             while not stop.is_set():
                 close_old_connections()
+                if time.monotonic() >= next_chores:
+                    self._run_chores()
+                    next_chores = time.monotonic() + settings.RELAY_CHORES_SECONDS
                 sent = self._run_guarded()
                 if self.broker_down_since is not None:
                     stop.wait(min(5.0, 0.5 + (time.monotonic() - self.broker_down_since) / 4))
@@ -96,6 +100,15 @@ class Relay:
             wakeup.close()
             self.publisher.close()
             logger.info("relay stopped")
+
+    def _run_chores(self) -> None:
+        """Housekeeping the relay does as the system's scheduler: recover stalled deliveries."""
+        try:
+            recovered = delivery.recover_stalled()
+            if recovered:
+                logger.warning("recovered %s stalled deliveries", recovered)
+        except Exception:  # never let housekeeping stop publishing
+            logger.exception("relay chores failed")
 
     def _run_guarded(self) -> int:
         try:

@@ -15,8 +15,9 @@ from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
-from django.db.models import Max, Q
+from django.db import connection, transaction
+from django.db.models import Max, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -69,7 +70,11 @@ def append(
     metadata: dict[str, Any],
     announcements: list[list[Any]] | None = None,
 ) -> list[StoredEvent]:
-    """Append events at expected_version + 1…, with their outbox rows, in the caller's transaction."""
+    """Append events at expected_version + 1…, with their outbox rows, in the caller's transaction.
+
+    Raises ConcurrencyConflict when another writer took one of those versions; the caller's
+    transaction is then marked for rollback.
+    """
     now = timezone.now()
     rows = [
         StoredEvent(
@@ -84,13 +89,42 @@ def append(
         )
         for index, event in enumerate(events, start=1)
     ]
-    try:
-        with transaction.atomic():
-            StoredEvent.objects.bulk_create(rows)
-    except IntegrityError:
-        raise ConcurrencyConflict(stream_id, expected_version, stream_version(stream_id)) from None
-    outbox.enqueue(rows, events, announcements or [[] for _ in events])
+    with transaction.atomic(savepoint=False):  # joins the caller's transaction, if any
+        if not _insert(rows):
+            raise ConcurrencyConflict(stream_id, expected_version, stream_version(stream_id))
+        outbox.enqueue(rows, events, announcements or [[] for _ in events])
     return rows
+
+
+_INSERTED_FIELDS = [f for f in StoredEvent._meta.concrete_fields if f.name not in ("position", "transaction_id")]
+
+
+def _insert(rows: list[StoredEvent]) -> bool:
+    """Insert the rows unless a (stream, version) is taken; return whether they went in.
+
+    ON CONFLICT DO NOTHING spares the savepoint a caught IntegrityError would need (two round
+    trips per command). Several rows go in under a savepoint, so a conflict on one of them
+    never leaves the others behind.
+    """
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in _INSERTED_FIELDS)
+    values = ", ".join(["(" + ", ".join(["%s"] * len(_INSERTED_FIELDS)) + ")"] * len(rows))
+    sql = (
+        f"INSERT INTO {quote(StoredEvent._meta.db_table)} ({columns}) VALUES {values} "
+        "ON CONFLICT (stream_id, stream_version) DO NOTHING RETURNING position, transaction_id"
+    )
+    params = [f.get_db_prep_save(getattr(row, f.attname), connection) for row in rows for f in _INSERTED_FIELDS]
+    with transaction.atomic(savepoint=len(rows) > 1), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        returned = cursor.fetchall()
+        if len(returned) < len(rows):
+            if len(rows) > 1:
+                transaction.set_rollback(True)
+            return False
+    for row, (position, transaction_id) in zip(rows, returned, strict=True):
+        row.position, row.transaction_id = position, transaction_id
+        row._state.adding, row._state.db = False, connection.alias
+    return True
 
 
 class AggregateRepository(Generic[A]):
@@ -100,28 +134,43 @@ class AggregateRepository(Generic[A]):
         self.aggregate_type = aggregate_type
 
     def load(self, stream_id: UUID, *, as_of: datetime | None = None, use_snapshots: bool = True) -> A:
-        """Rebuild the aggregate from its latest snapshot and the events after it."""
-        aggregate = self._from_snapshot(stream_id, as_of) if use_snapshots else None
-        if aggregate is None:
-            aggregate = self.aggregate_type(stream_id)
-        events = StoredEvent.objects.filter(stream_id=stream_id, stream_version__gt=aggregate.version)
+        """Rebuild the aggregate from its latest snapshot and the events after it.
+
+        One query for a stream without snapshots (the common, short case); a second one
+        fetches the snapshot exactly where the returned events begin.
+        """
+        snapshots = self._snapshots(stream_id, as_of)
+        events = StoredEvent.objects.filter(stream_id=stream_id)
+        if use_snapshots:
+            latest = snapshots.order_by().values("stream_id").annotate(v=Max("stream_version")).values("v")
+            events = events.filter(stream_version__gt=Coalesce(Subquery(latest), 0))
         if as_of is not None:
             events = events.filter(recorded_at__lte=as_of)
-        rows = events.order_by("stream_version").values_list(
-            "event_type", "schema_version", "payload", "recorded_at"
+        rows = list(
+            events.order_by("stream_version").values_list(
+                "stream_version", "event_type", "schema_version", "payload", "recorded_at"
+            )
         )
-        for event_type, schema_version, payload, recorded_at in rows:
+        aggregate = self._start_from(stream_id, snapshots, rows) if use_snapshots else None
+        aggregate = aggregate or self.aggregate_type(stream_id)
+        for _, event_type, schema_version, payload, recorded_at in rows:
             aggregate.apply(event_from_stored(event_type, schema_version, payload), recorded_at)
         if aggregate.version == 0:
             raise StreamNotFound(stream_id)
         return aggregate
 
-    def _from_snapshot(self, stream_id: UUID, as_of: datetime | None) -> A | None:
+    def _snapshots(self, stream_id: UUID, as_of: datetime | None):
         snapshots = Snapshot.objects.filter(
             stream_id=stream_id, snapshot_version=self.aggregate_type.snapshot_version
         )
-        if as_of is not None:
-            snapshots = snapshots.filter(last_recorded_at__lte=as_of)
+        return snapshots.filter(last_recorded_at__lte=as_of) if as_of is not None else snapshots
+
+    def _start_from(self, stream_id: UUID, snapshots, rows: list) -> A | None:
+        """Return the snapshot the events continue from (None when they start at version 1)."""
+        if rows and rows[0][0] == 1:
+            return None
+        if rows:  # exactly where the events begin, even if a newer snapshot appeared since
+            snapshots = snapshots.filter(stream_version=rows[0][0] - 1)
         snapshot = snapshots.order_by("-stream_version").first()
         if snapshot is None:
             return None

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import uuid
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from django.conf import settings
@@ -60,9 +61,9 @@ def rabbitmq_url():
     vhost = f"petstore-test-{uuid.uuid4().hex[:8]}"
     _rabbitmqctl("add_vhost", vhost)
     _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    prefix = base.rsplit("/", 1)[0]
     try:
-        yield f"{prefix}/{vhost}"
+        # Replace the whole path: with amqp://…:5672// a split on "/" would name vhost "/<vhost>".
+        yield urlunsplit(urlsplit(base)._replace(path=f"/{vhost}"))
     finally:
         _rabbitmqctl("delete_vhost", vhost)
 
@@ -72,6 +73,24 @@ def broker(settings, rabbitmq_url):
     """Point the relay (and Celery settings) at the session's RabbitMQ vhost."""
     settings.CELERY_BROKER_URL = rabbitmq_url
     return rabbitmq_url
+
+
+@pytest.fixture
+def embedded_broker(settings, tmp_path):
+    """Use the filesystem transport in <tmp_path>/broker (as PETSTORE_VAR_DIR=tmp_path would)."""
+    folders = {name: tmp_path / "broker" / name for name in ("queue", "control")}
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    settings.CELERY_BROKER_URL = "filesystem://"
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(folders["queue"]),
+        "data_folder_out": str(folders["queue"]),
+        "control_folder": str(folders["control"]),
+        "store_processed": False,
+        "polling_interval": 0.1,
+    }
+    _forget_embedded_bindings()
+    return settings.CELERY_BROKER_URL
 
 
 @pytest.fixture
@@ -157,3 +176,16 @@ def _isolated_broker_folder(settings, tmp_path):
             (tmp_path / "broker" / sub).mkdir(parents=True, exist_ok=True)
             options[key] = str(tmp_path / "broker" / sub)
         settings.CELERY_BROKER_TRANSPORT_OPTIONS = options
+        _forget_embedded_bindings()
+
+
+def _forget_embedded_bindings() -> None:
+    """Reset kombu's process-wide filesystem broker state when a test gets a fresh folder.
+
+    kombu remembers declared bindings per process and skips writing them again, so without
+    this a queue bound in an earlier test has no binding file in this test's folder and its
+    messages are dropped ("UndeliverableWarning: No queues bound …").
+    """
+    from kombu.transport.filesystem import Transport
+
+    Transport.global_state.clear()

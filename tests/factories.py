@@ -52,3 +52,9 @@ def register_pet(*, shelter: Shelter, name: str = "Buddy", species: str = "dog",
         context=CommandContext.system(causation_id="test"),
     )
     return PetRecord.objects.get(id=change.pet_id)
+
+
+def adopt_pet(*, pet: PetRecord, customer: Customer) -> services.AdoptionStarted:
+    return services.pet_adopt(
+        pet_id=pet.id, customer=customer, context=CommandContext.system(causation_id="test")
+    )

@@ -114,7 +114,7 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="PetStore <adoptions@
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: its WWW-Authenticate header turns missing credentials into 401.
-        "rest_framework.authentication.TokenAuthentication",
+        "petstore.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -178,6 +178,10 @@ RABBITMQ_CONSUMER_TIMEOUT_SECONDS = env.int("RABBITMQ_CONSUMER_TIMEOUT_SECONDS",
 HANDLER_MAX_ATTEMPTS = env.int("HANDLER_MAX_ATTEMPTS", default=6)
 HANDLER_RETRY_BASE_SECONDS = env.float("HANDLER_RETRY_BASE_SECONDS", default=5.0)
 HANDLER_RETRY_MAX_SECONDS = env.float("HANDLER_RETRY_MAX_SECONDS", default=600.0)
+
+# A delivery still `running` this long after its handler's time limit is counted as failed.
+DELIVERY_STALL_MARGIN_SECONDS = env.int("DELIVERY_STALL_MARGIN_SECONDS", default=60)
+RELAY_CHORES_SECONDS = env.float("RELAY_CHORES_SECONDS", default=30.0)
 
 # Extra seconds the certificate step sleeps: stands in for the guide's 30-second PDF service.
 CERTIFICATE_EXTRA_SECONDS = env.float("CERTIFICATE_EXTRA_SECONDS", default=0.0)

@@ -1,6 +1,7 @@
 """Running handlers: once in effect, retries in the outbox, dead letters and redrive."""
 
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
@@ -8,7 +9,7 @@ from django.utils import timezone
 
 from events.catalogue import PetNameChanged
 from events.context import CommandContext
-from events.delivery import deliver, redrive
+from events.delivery import deliver, recover_stalled
 from events.handlers import HANDLERS, event_handler
 from events.models import Delivery, OutboxMessage, StoredEvent
 from events.store import append
@@ -112,3 +113,31 @@ def test_unknown_event_is_acknowledged_without_a_delivery(flaky_handler):
     handler, *_ = flaky_handler
     assert deliver(handler.name, uuid.uuid4()) == "unknown_event"
     assert not Delivery.objects.exists()
+
+
+def test_a_delivery_left_running_past_its_time_limit_is_retried(flaky_handler, settings):
+    handler, calls, settled, _ = flaky_handler
+    settings.DELIVERY_STALL_MARGIN_SECONDS = 0
+    event = renamed_event()
+    Delivery.objects.create(
+        handler=handler.name, event_id=event.event_id, event_type=event.event_type,
+        status="running", attempts=1, started_at=timezone.now() - timedelta(seconds=handler.time_limit + 1),
+    )
+
+    assert recover_stalled() == 1
+
+    delivery = Delivery.objects.get(handler=handler.name, event_id=event.event_id)
+    assert delivery.status == "failed" and "TimeoutError" in delivery.last_error
+    assert OutboxMessage.objects.filter(handler=handler.name, event_id=event.event_id).exists()
+    assert deliver(handler.name, event.event_id) == "succeeded"
+
+
+def test_a_recent_running_delivery_is_left_alone(flaky_handler):
+    handler, *_ = flaky_handler
+    event = renamed_event()
+    Delivery.objects.create(
+        handler=handler.name, event_id=event.event_id, event_type=event.event_type,
+        status="running", attempts=1, started_at=timezone.now(),
+    )
+
+    assert recover_stalled() == 0

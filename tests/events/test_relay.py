@@ -1,0 +1,187 @@
+"""The relay publishes every outbox row to the broker and marks it sent only once confirmed."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import kombu
+import pytest
+
+from events import outbox
+from events.broker import UNROUTED_QUEUE, ConfirmingPublisher, broker_connection
+from events.models import OutboxMessage
+from tests.factories import adopt_pet, register_pet
+from tests.support.rabbit import (
+    bind_queue,
+    declare_topology_on,
+    delete_queue,
+    deliveries,
+    fetch_all,
+)
+from tests.support.threads import run_concurrently
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def outbox_rows() -> set[tuple[str, str]]:
+    """Every outbox row as (event id, routing key), the key a delivery is counted under."""
+    return {(str(e), k) for e, k in OutboxMessage.objects.values_list("event_id", "routing_key")}
+
+
+def unsent() -> int:
+    return OutboxMessage.objects.filter(published_at__isnull=True).count()
+
+
+def queue_depth(url: str, queue: str) -> int:
+    with broker_connection(url) as conn:
+        return kombu.Queue(queue)(conn.channel()).queue_declare(passive=True).message_count
+
+
+class ObservedPublisher:
+    """Pass batches to a real publisher and note the outbox and the queue as each returns."""
+
+    def __init__(self, inner: ConfirmingPublisher, *, url: str, queue: str) -> None:
+        self.inner, self.url, self.queue = inner, url, queue
+        self.at_confirm: list[dict] = []
+
+    def publish(self, messages):
+        result = self.inner.publish(messages)
+        self.at_confirm.append({
+            "confirmed": len(result.confirmed),
+            "already_marked": OutboxMessage.objects.filter(published_at__isnull=False).count(),
+            "in_queue": queue_depth(self.url, self.queue),
+        })
+        return result
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+# ---------------------------------------------------------------- embedded broker
+
+
+def test_relay_drains_the_outbox_through_the_embedded_filesystem_broker(
+    embedded_broker, make_relay, shelter, customer
+):
+    bind_queue(embedded_broker, "test.pets", "pet.#")
+    pet = register_pet(shelter=shelter)
+    adopt_pet(pet=pet, customer=customer)
+
+    sent = make_relay().drain(timeout=10)
+
+    assert sent == 3 and unsent() == 0
+    messages = fetch_all(embedded_broker, "test.pets", at_least=3, timeout=1)
+    assert sorted(m.delivery_info["routing_key"] for m in messages) == [
+        "pet.adopted", "pet.available", "pet.registered",
+    ]
+    assert set(deliveries(messages)) == outbox_rows()
+    adopted = next(m for m in messages if m.delivery_info["routing_key"] == "pet.adopted")
+    assert adopted.headers["event-type"] == "PetAdopted"
+    assert adopted.payload["petId"] == str(pet.id)
+
+
+def test_embedded_broker_keeps_messages_no_queue_is_bound_for(embedded_broker, make_relay, shelter):
+    register_pet(shelter=shelter)
+
+    sent = make_relay().drain(timeout=10)
+
+    assert sent == 2 and unsent() == 0
+    kept = fetch_all(embedded_broker, UNROUTED_QUEUE, at_least=2, timeout=1)
+    assert set(deliveries(kept)) == outbox_rows()
+
+
+# ---------------------------------------------------------------- RabbitMQ
+
+
+def test_relay_publishes_persistent_json_messages_with_event_headers(
+    broker, events_queue, make_relay, shelter, customer
+):
+    pet = register_pet(shelter=shelter, name="Nova")
+    started = adopt_pet(pet=pet, customer=customer)
+    rows = {row.routing_key: row for row in OutboxMessage.objects.all()}
+    publisher = ObservedPublisher(ConfirmingPublisher(broker), url=broker, queue=events_queue)
+
+    sent = make_relay(publisher).drain(timeout=10)
+
+    assert sent == 3
+    # When the broker confirmed, the messages were queued and no row was marked yet.
+    assert publisher.at_confirm == [{"confirmed": 3, "already_marked": 0, "in_queue": 3}]
+    assert unsent() == 0
+    consumed = fetch_all(broker, events_queue, at_least=3)
+    messages = {m.delivery_info["routing_key"]: m for m in consumed}
+    assert len(consumed) == 3
+    assert set(messages) == {"pet.registered", "pet.available", "pet.adopted"}
+    for key, message in messages.items():
+        row = rows[key]
+        assert message.properties["delivery_mode"] == 2
+        assert message.content_type == "application/json"
+        assert message.properties["message_id"] == str(row.event_id)
+        assert message.headers["event-type"] == row.message_name
+        assert message.headers["event-id"] == str(row.event_id)
+        assert datetime.fromisoformat(message.headers["timestamp"]) == row.created_at
+        assert json.loads(message.body) == row.payload
+    adopted = json.loads(messages["pet.adopted"].body)
+    assert adopted == {
+        "petId": str(pet.id),
+        "adoptionId": str(started.adoption.id),
+        "customerId": str(customer.id),
+        "shelterId": str(shelter.id),
+        "timestamp": rows["pet.adopted"].created_at.isoformat(),
+    }
+    assert json.loads(messages["pet.registered"].body)["name"] == "Nova"
+
+
+def test_message_no_queue_is_bound_for_lands_in_the_unrouted_queue_and_is_marked_sent(
+    broker, make_relay, shelter
+):
+    register_pet(shelter=shelter)  # nothing in the vhost listens to pet.*
+
+    sent = make_relay(ConfirmingPublisher(broker)).drain(timeout=10)
+
+    assert sent == 2 and unsent() == 0
+    kept = deliveries(fetch_all(broker, UNROUTED_QUEUE, at_least=2))
+    assert {key: kept[key] for key in outbox_rows()} == {key: 1 for key in outbox_rows()}
+
+
+def test_message_even_the_alternate_exchange_cannot_route_is_returned_and_stays_unsent(
+    broker, make_relay, shelter
+):
+    relay = make_relay(ConfirmingPublisher(broker))
+    register_pet(shelter=shelter)
+    relay.drain(timeout=10)  # connected, topology declared, first pet published
+    delete_queue(broker, UNROUTED_QUEUE)  # now the alternate exchange leads nowhere either
+    try:
+        register_pet(shelter=shelter)
+
+        sent = relay.run_once()
+    finally:
+        declare_topology_on(broker)  # petstore.unrouted back, for the tests after this one
+
+    assert sent == 0
+    returned = OutboxMessage.objects.filter(published_at__isnull=True)
+    assert returned.count() == 2
+    for row in returned:
+        assert row.attempts == 1 and row.last_error.startswith("unroutable (312 NO_ROUTE)")
+        assert row.available_at > row.created_at  # tried again later, with backoff
+
+
+def test_three_relays_publish_every_row_exactly_once(
+    broker, events_queue, make_relay, require_postgres, shelter
+):
+    for number in range(500):
+        register_pet(shelter=shelter, name=f"Pet {number}")  # each: PetRegistered + PetAvailable
+    expected = outbox_rows()
+    assert len(expected) == 1000
+
+    def relay_until_done() -> int:
+        return make_relay(ConfirmingPublisher(broker), batch_size=20).drain(timeout=60)
+
+    published = run_concurrently([relay_until_done] * 3, timeout=90)
+
+    assert sum(published) == 1000 and unsent() == 0
+    assert sum(1 for count in published if count) >= 2, published  # they really shared the work
+    counted = deliveries(fetch_all(broker, events_queue, at_least=1000, timeout=20))
+    assert set(counted) == expected  # nothing lost, nothing unexpected
+    assert set(counted.values()) == {1}  # and no row published twice
+    assert outbox.backlog().pending == 0
