@@ -29,6 +29,8 @@ test: $(BIN)/.installed
 
 ## Benchmarks against PostgreSQL and RabbitMQ: prints a table, writes bench/results.json.
 bench: $(BIN)/.bench-installed
+	@command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null 2>&1 || \
+		echo "wrk is not installed: the HTTP figures use the slower Python load generator"
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: $(BIN)/.installed

@@ -1,0 +1,33 @@
+"""Benchmark settings: the product's base settings, on a database and RabbitMQ vhost of its own.
+
+`python -m bench` creates both and exports BENCH_DATABASE_URL / BENCH_BROKER_URL before Django
+starts, so nothing here can reach the development or test database, or the default vhost.
+"""
+
+from petstore.settings.base import *  # noqa: F403
+from petstore.settings.base import INSTALLED_APPS, LOGGING, env
+
+DEBUG = False  # DEBUG keeps every SQL query in memory: it would bill the product for the bench
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+
+DATABASES = {
+    "default": env.db_url(
+        "BENCH_DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/petstore_bench"
+    )
+}
+# The same persistent connections as the product (base.py), whatever the environment says.
+DATABASES["default"]["CONN_MAX_AGE"] = 600
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+CELERY_BROKER_URL = env.str(
+    "BENCH_BROKER_URL", default="amqp://guest:guest@127.0.0.1:5672/petstore-bench"
+)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+
+INSTALLED_APPS = [*INSTALLED_APPS, "bench.reference_app"]
+ROOT_URLCONF = "bench.urls"
+
+LOGGING = {**LOGGING, "root": {**LOGGING["root"], "level": "WARNING"}}
