@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from uuid import UUID
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.db.models import Count
 from django.http import Http404, HttpResponseRedirect
 from django.urls import path, reverse
@@ -172,15 +170,20 @@ class PetAdmin(ShelterScopedAdmin):
         data = form.cleaned_data
         if not change:
             registered = services.pet_register(
-                shelter=data["shelter"], name=data["name"], species=Species(data["species"]),
-                age=data["age"], photo_url=data["photo_url"] or None,
+                shelter=data["shelter"],
+                name=data["name"],
+                species=Species(data["species"]),
+                age=data["age"],
+                photo_url=data["photo_url"] or None,
                 context=admin_context(request),
             )
             obj.pk = registered.pet_id
             obj.refresh_from_db()
         elif "name" in form.changed_data:
             services.pet_rename(
-                pet_id=obj.pk, new_name=data["name"], expected_version=data["expected_version"],
+                pet_id=obj.pk,
+                new_name=data["name"],
+                expected_version=data["expected_version"],
                 context=admin_context(request),
             )
 
@@ -236,23 +239,30 @@ PROGRESS = (
     "<tbody>{}</tbody></table></div>"
 )
 STEP_ROW = (
-    '<tr class="step-{}"><td>{}</td><td>{}</td><td>{}</td><td title="{}">{}</td><td>{}</td>'
-    "<td>{}</td></tr>"
+    '<tr class="step-{}"><td>{}</td><td>{}</td><td>{}</td><td title="{}">{}</td><td>{}</td><td>{}</td></tr>'
 )
 
 
 def progress_table(adoption: Adoption, *, retry_form: str | None):
     """Render the adoption's summary and one row per step; dead steps get a Retry button."""
     view = selectors.adoption_view(adoption)
-    rows = format_html_join("\n", STEP_ROW, (
+    rows = format_html_join(
+        "\n",
+        STEP_ROW,
         (
-            step.status, step.name, step.status, step.attempts,
-            step.last_error, Truncator(step.last_error).chars(200) or "—",
-            when(step.finished_at, "—"),
-            retry_button(step.name, retry_form) if step.status == "dead" and retry_form else "",
-        )
-        for step in view.steps
-    ))
+            (
+                step.status,
+                step.name,
+                step.status,
+                step.attempts,
+                step.last_error,
+                Truncator(step.last_error).chars(200) or "—",
+                when(step.finished_at, "—"),
+                retry_button(step.name, retry_form) if step.status == "dead" and retry_form else "",
+            )
+            for step in view.steps
+        ),
+    )
     certificate = certificate_link(adoption) if view.details.certificate_url else "not made yet"
     vet_date = when(view.details.vet_appointment_date, "not scheduled yet")
     return format_html(PROGRESS, adoption.status, certificate, vet_date, rows)
@@ -272,12 +282,20 @@ def retry_button(handler: str, form_id: str):
     # Forms cannot nest, so the form lives after the change form and `form=` points at it.
     return format_html(
         '<button type="submit" form="{}" name="handler" value="{}" class="button">Retry</button>',
-        form_id, handler,
+        form_id,
+        handler,
     )
 
 
 ADOPTION_FIELDS = [
-    "id", "pet", "customer", "shelter", "status", "created_at", "completed_at", "returned_at",
+    "id",
+    "pet",
+    "customer",
+    "shelter",
+    "status",
+    "created_at",
+    "completed_at",
+    "returned_at",
     "adopted_event_id",
 ]
 

@@ -44,15 +44,18 @@ def vet_appointment_schedule(*, adoption: Adoption) -> VetAppointment:
     if existing:
         return existing
     taken = set(
-        VetAppointment.objects.filter(shelter_id=adoption.shelter_id, starts_at__gt=adoption.created_at)
-        .values_list("starts_at", flat=True)
+        VetAppointment.objects.filter(
+            shelter_id=adoption.shelter_id, starts_at__gt=adoption.created_at
+        ).values_list("starts_at", flat=True)
     )
     for slot in _vet_slots(adoption.shelter, adoption.created_at):
         if slot in taken:
             continue
         try:
             with transaction.atomic():
-                return VetAppointment.objects.create(adoption=adoption, shelter_id=adoption.shelter_id, starts_at=slot)
+                return VetAppointment.objects.create(
+                    adoption=adoption, shelter_id=adoption.shelter_id, starts_at=slot
+                )
         except IntegrityError:  # another adoption booked this slot a moment ago
             continue
     raise AssertionError("unreachable: the calendar never ends")
@@ -73,7 +76,9 @@ def inventory_apply(*, shelter_id: UUID, available: int = 0, adopted: int = 0, r
     """Shift a shelter's counts by the given amounts."""
     ShelterInventory.objects.get_or_create(shelter_id=shelter_id)
     ShelterInventory.objects.filter(shelter_id=shelter_id).update(
-        available=F("available") + available, adopted=F("adopted") + adopted, returned=F("returned") + returned,
+        available=F("available") + available,
+        adopted=F("adopted") + adopted,
+        returned=F("returned") + returned,
     )
 
 

@@ -63,8 +63,12 @@ class RegisterPetView(APIView):
             raise NotFound("shelter_not_found", f"Shelter {data['shelter_id']} does not exist.")
         require_shelter_staff(request.user, shelter.id)
         change = services.pet_register(
-            shelter=shelter, name=data["name"], species=data["species"], age=data["age"],
-            photo_url=data.get("photo_url"), context=command_context(request),
+            shelter=shelter,
+            name=data["name"],
+            species=data["species"],
+            age=data["age"],
+            photo_url=data.get("photo_url"),
+            context=command_context(request),
         )
         body = serializers.PetChangeOutput(change).data
         headers = position_headers(change.position, f"/api/pets/{change.pet_id}")
@@ -97,12 +101,17 @@ class AdoptPetView(APIView):
             pet = selectors.pet_record_get(pet_id=data["pet_id"])
             require_shelter_staff(request.user, pet.shelter_id)
         started = services.pet_adopt(
-            pet_id=data["pet_id"], customer=customer, shelter_id=data.get("shelter_id"),
-            expected_version=data.get("expected_version"), context=command_context(request),
+            pet_id=data["pet_id"],
+            customer=customer,
+            shelter_id=data.get("shelter_id"),
+            expected_version=data.get("expected_version"),
+            context=command_context(request),
         )
         body = serializers.AdoptionStartedOutput(started).data
         location = f"/api/adoptions/{started.adoption.id}"
-        return Response(body, status=status.HTTP_202_ACCEPTED, headers=position_headers(started.position, location))
+        return Response(
+            body, status=status.HTTP_202_ACCEPTED, headers=position_headers(started.position, location)
+        )
 
 
 class StaffPetCommandView(APIView):
@@ -183,6 +192,7 @@ class AdoptionCertificateView(APIView):
         if certificate is None:
             raise NotFound("certificate_not_ready", "The certificate has not been generated yet.")
         return FileResponse(
-            certificate.file.open("rb"), content_type="application/pdf",
+            certificate.file.open("rb"),
+            content_type="application/pdf",
             filename=f"adoption-certificate-{adoption.id}.pdf",
         )

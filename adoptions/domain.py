@@ -74,7 +74,13 @@ class Pet(Aggregate):
     # --- commands: check the rule, record the fact ---
     @classmethod
     def register(
-        cls, *, pet_id: UUID, name: str, species: Species, age: int, shelter_id: UUID,
+        cls,
+        *,
+        pet_id: UUID,
+        name: str,
+        species: Species,
+        age: int,
+        shelter_id: UUID,
         photo_url: str | None = None,
     ) -> Self:
         pet = cls(pet_id)
@@ -105,7 +111,9 @@ class Pet(Aggregate):
 
     def _apply_pet_adopted(self, event: PetAdopted) -> None:
         self.status, self.adopted_by, self.adoption_id = (
-            PetStatus.ADOPTED, event.customer_id, event.adoption_id
+            PetStatus.ADOPTED,
+            event.customer_id,
+            event.adoption_id,
         )
 
     def _apply_pet_returned(self, event: PetReturned) -> None:
@@ -117,8 +125,12 @@ class Pet(Aggregate):
     def announce(self, message_type: type[Message], event: DomainEvent, at: datetime) -> Message:
         if message_type is PetAvailable:
             return PetAvailable(
-                pet_id=self.id, species=self.species, age=self.age, name=self.name,
-                shelter_id=self.shelter_id, timestamp=at,
+                pet_id=self.id,
+                species=self.species,
+                age=self.age,
+                name=self.name,
+                shelter_id=self.shelter_id,
+                timestamp=at,
             )
         return super().announce(message_type, event, at)
 

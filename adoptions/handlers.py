@@ -32,7 +32,9 @@ def update_inventory(event: RecordedEvent) -> None:
     if event.event_type == "PetRegistered":
         aftercare.inventory_apply(shelter_id=event.event.shelter_id, available=1)
     elif event.event_type == "PetAdopted":
-        aftercare.inventory_apply(shelter_id=aftercare.pet_shelter_id(event.stream_id), available=-1, adopted=1)
+        aftercare.inventory_apply(
+            shelter_id=aftercare.pet_shelter_id(event.stream_id), available=-1, adopted=1
+        )
     else:
         aftercare.inventory_apply(
             shelter_id=aftercare.pet_shelter_id(event.stream_id), available=1, adopted=-1, returned=1

@@ -30,7 +30,8 @@ def _fingerprint(request) -> str:
 def _replay(record: IdempotentRequest, fingerprint: str) -> Response:
     if record.request_hash != fingerprint:
         return error_response(
-            422, "idempotency_key_reused",
+            422,
+            "idempotency_key_reused",
             "This Idempotency-Key was already used with a different request.",
         )
     headers = {**record.response_headers, "Idempotent-Replayed": "true"}
@@ -56,8 +57,12 @@ def idempotent(handler):
                 # Claim the key first: a concurrent twin blocks on the unique index here,
                 # then replays our answer instead of racing us through the command.
                 record = IdempotentRequest.objects.create(
-                    user=request.user, key=key, endpoint=request.path,
-                    request_hash=fingerprint, response_status=0, response_body={},
+                    user=request.user,
+                    key=key,
+                    endpoint=request.path,
+                    request_hash=fingerprint,
+                    response_status=0,
+                    response_body={},
                 )
                 response = handler(view, request, *args, **kwargs)
                 if 200 <= response.status_code < 300:

@@ -28,9 +28,7 @@ class Customer(models.Model):
     """A person who adopts: a login (user) with a profile."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    user = models.OneToOneField(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="customer"
-    )
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="customer")
     full_name = models.CharField(max_length=200)
     email = models.EmailField()
     address = models.TextField(blank=True, default="")
@@ -112,9 +110,10 @@ class IdempotentRequest(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["user", "key"], name="one_answer_per_idempotency_key")
-        ]
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="one_answer_per_idempotency_key")]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.endpoint})"
 
 
 class VetAppointment(models.Model):
@@ -143,11 +142,16 @@ class WelcomePackage(models.Model):
     status = models.CharField(max_length=20, default="prepared")
     created_at = models.DateTimeField(auto_now_add=True)
 
+    def __str__(self) -> str:
+        return f"welcome package for {self.adoption_id}: {self.status}"
+
 
 class ShelterInventory(models.Model):
     """How many animals each shelter holds: kept by the inventory handler."""
 
-    shelter = models.OneToOneField(Shelter, on_delete=models.CASCADE, primary_key=True, related_name="inventory")
+    shelter = models.OneToOneField(
+        Shelter, on_delete=models.CASCADE, primary_key=True, related_name="inventory"
+    )
     available = models.IntegerField(default=0)
     adopted = models.IntegerField(default=0)
     returned = models.IntegerField(default=0)
@@ -155,6 +159,9 @@ class ShelterInventory(models.Model):
 
     class Meta:
         verbose_name_plural = "shelter inventories"
+
+    def __str__(self) -> str:
+        return f"{self.shelter}: {self.available} available, {self.adopted} adopted"
 
 
 class AdoptionStats(models.Model):
@@ -171,3 +178,6 @@ class AdoptionStats(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["shelter", "day", "species"], name="one_stats_row_per_day")
         ]
+
+    def __str__(self) -> str:
+        return f"{self.shelter} {self.day} {self.species}: {self.adoptions}"

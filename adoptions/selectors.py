@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from django.conf import settings
 from datetime import datetime
 from uuid import UUID
+
+from django.conf import settings
 
 from events.handlers import handlers_for
 from events.models import Delivery, StoredEvent
 from events.store import StreamNotFound, stream_events
 
+from . import pets
 from .domain import Pet, PetNotFound
 from .models import Adoption, PetRecord
 from .permissions import visible_adoptions
-from . import pets
 
 
 def pet_get(*, pet_id: UUID, as_of: datetime | None = None) -> Pet:
@@ -87,16 +87,24 @@ class AdoptionStep:
 
 def adoption_steps(adoption: Adoption) -> list[AdoptionStep]:
     """Each handler of the adoption's PetAdopted event with its delivery (pending if none yet)."""
-    deliveries = {
-        d.handler: d for d in Delivery.objects.filter(event_id=adoption.adopted_event_id)
-    } if adoption.adopted_event_id else {}
+    deliveries = (
+        {d.handler: d for d in Delivery.objects.filter(event_id=adoption.adopted_event_id)}
+        if adoption.adopted_event_id
+        else {}
+    )
     steps = []
     for handler in handlers_for("PetAdopted"):
         delivery = deliveries.get(handler.name)
         if delivery is None:
             steps.append(AdoptionStep(handler.name, "pending", 0, "", None))
         else:
-            steps.append(AdoptionStep(
-                handler.name, delivery.status, delivery.attempts, delivery.last_error, delivery.finished_at
-            ))
+            steps.append(
+                AdoptionStep(
+                    handler.name,
+                    delivery.status,
+                    delivery.attempts,
+                    delivery.last_error,
+                    delivery.finished_at,
+                )
+            )
     return steps

@@ -6,7 +6,6 @@ import uuid
 from dataclasses import dataclass
 from uuid import UUID
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -42,7 +41,11 @@ def pet_load(pet_id: UUID) -> Pet:
 
 def _sync_record(pet: Pet, changed_at) -> None:
     PetRecord.objects.filter(id=pet.id).update(
-        name=pet.name, age=pet.age, status=pet.status.value, version=pet.version, updated_at=changed_at,
+        name=pet.name,
+        age=pet.age,
+        status=pet.status.value,
+        version=pet.version,
+        updated_at=changed_at,
     )
 
 
@@ -54,18 +57,35 @@ def _save(pet: Pet, *, context: CommandContext, expected_version: int | None) ->
 
 @transaction.atomic
 def pet_register(
-    *, shelter: Shelter, name: str, species: Species, age: int, photo_url: str | None = None,
-    pet_id: UUID | None = None, context: CommandContext,
+    *,
+    shelter: Shelter,
+    name: str,
+    species: Species,
+    age: int,
+    photo_url: str | None = None,
+    pet_id: UUID | None = None,
+    context: CommandContext,
 ) -> PetChange:
     pet = Pet.register(
-        pet_id=pet_id or uuid.uuid4(), name=name, species=species, age=age,
-        shelter_id=shelter.id, photo_url=photo_url,
+        pet_id=pet_id or uuid.uuid4(),
+        name=name,
+        species=species,
+        age=age,
+        shelter_id=shelter.id,
+        photo_url=photo_url,
     )
     rows = pets.save(pet, metadata=context.as_metadata(), expected_version=0)
     PetRecord.objects.create(
-        id=pet.id, shelter=shelter, name=pet.name, species=pet.species.value, age=pet.age,
-        photo_url=pet.photo_url or "", status=pet.status.value, version=pet.version,
-        registered_at=rows[-1].recorded_at, updated_at=rows[-1].recorded_at,
+        id=pet.id,
+        shelter=shelter,
+        name=pet.name,
+        species=pet.species.value,
+        age=pet.age,
+        photo_url=pet.photo_url or "",
+        status=pet.status.value,
+        version=pet.version,
+        registered_at=rows[-1].recorded_at,
+        updated_at=rows[-1].recorded_at,
     )
     return PetChange(pet.id, pet.version, rows[-1].position)
 
@@ -78,8 +98,12 @@ class AdoptionStarted:
 
 @transaction.atomic
 def pet_adopt(
-    *, pet_id: UUID, customer: Customer, shelter_id: UUID | None = None,
-    expected_version: int | None = None, context: CommandContext,
+    *,
+    pet_id: UUID,
+    customer: Customer,
+    shelter_id: UUID | None = None,
+    expected_version: int | None = None,
+    context: CommandContext,
 ) -> AdoptionStarted:
     pet = pet_load(pet_id)
     if shelter_id is not None and shelter_id != pet.shelter_id:
@@ -137,11 +161,15 @@ def adoption_progress(*, adoption_id: UUID) -> Adoption:
             adoption.status, adoption.completed_at = Adoption.Status.COMPLETED, timezone.now()
             details = adoption_details(adoption)
             append(
-                stream_type="adoption", stream_id=adoption.id, expected_version=0,
-                events=[AdoptionCompleted(
-                    certificate_url=details.certificate_url,
-                    vet_appointment_date=details.vet_appointment_date,
-                )],
+                stream_type="adoption",
+                stream_id=adoption.id,
+                expected_version=0,
+                events=[
+                    AdoptionCompleted(
+                        certificate_url=details.certificate_url,
+                        vet_appointment_date=details.vet_appointment_date,
+                    )
+                ],
                 metadata=CommandContext.system(causation_id=str(adoption.adopted_event_id)).as_metadata(),
             )
         else:

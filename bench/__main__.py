@@ -28,18 +28,14 @@ FIGURES = {
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="short rounds (about 3 minutes in all)"
-    )
+    parser.add_argument("--quick", action="store_true", help="short rounds (about 3 minutes in all)")
     parser.add_argument(
         "--only",
         default="",
         metavar="NAMES",
         help=f"comma-separated figures to run, from: {', '.join(FIGURES)} (default: all)",
     )
-    parser.add_argument(
-        "--keep-db", action="store_true", help="leave the bench databases for inspection"
-    )
+    parser.add_argument("--keep-db", action="store_true", help="leave the bench databases for inspection")
     parser.add_argument(
         "--postgres",
         default=os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432"),
@@ -54,9 +50,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.only = [name.strip() for name in args.only.split(",") if name.strip()] or list(FIGURES)
     unknown = set(args.only) - set(FIGURES)
     if unknown:
-        parser.error(
-            f"unknown figure(s): {', '.join(sorted(unknown))}; choose from {', '.join(FIGURES)}"
-        )
+        parser.error(f"unknown figure(s): {', '.join(sorted(unknown))}; choose from {', '.join(FIGURES)}")
     return args
 
 

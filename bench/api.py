@@ -80,9 +80,7 @@ def run(bench: Bench) -> list[Figure]:
                 )
             )
             pool.refresh()
-    return _figures(
-        merge(results["ours"]), merge(results["ref"]), merge(paced["ours"]), merge(paced["ref"])
-    )
+    return _figures(merge(results["ours"]), merge(results["ref"]), merge(paced["ours"]), merge(paced["ref"]))
 
 
 def _figures(
@@ -92,9 +90,7 @@ def _figures(
         return weighted_percentile(result.latencies, p) * 1000
 
     def failures(label: str, r: LoadResult) -> str:
-        note = (
-            f"{label}: {r.ok} ok, {r.failed} failed (non-2xx or socket error) in {r.elapsed:.1f} s"
-        )
+        note = f"{label}: {r.ok} ok, {r.failed} failed (non-2xx or socket error) in {r.elapsed:.1f} s"
         return note + (" - RAN OUT OF AVAILABLE PETS" if r.ran_out else "")
 
     closed_notes = [failures("adoptions", ours), failures("reference", ref)]
@@ -177,9 +173,7 @@ class PetPool:
         """Reload the pets still available: the database knows which ones a round adopted."""
         from adoptions.models import PetRecord
 
-        rows = PetRecord.objects.filter(status=PetRecord.Status.AVAILABLE).values_list(
-            "id", flat=True
-        )
+        rows = PetRecord.objects.filter(status=PetRecord.Status.AVAILABLE).values_list("id", flat=True)
         self.ids = [str(pet_id) for pet_id in rows.order_by("registered_at")]
 
     def top_up(self, wanted: int) -> None:
@@ -188,9 +182,7 @@ class PetPool:
         if missing > 0:
             log(f"api: registering {missing} pets")
             workers = 2
-            with ProcessPoolExecutor(
-                workers, mp_context=_spawn(), initializer=django_child_setup
-            ) as ex:
+            with ProcessPoolExecutor(workers, mp_context=_spawn(), initializer=django_child_setup) as ex:
                 list(
                     ex.map(
                         _register_pets,

@@ -28,9 +28,7 @@ def run(bench: Bench) -> list[Figure]:
             log(f"append: round {index + 1}, {side}, {writers} writer(s)")
             totals[(side, writers)] += measure(side, writers, seconds, es_env)
     rate = {config: _rate(results) for config, results in totals.items()}
-    es_label = (
-        "eventsourcing {n} writer(s): Application.save of a new aggregate (1 event), PostgreSQL"
-    )
+    es_label = "eventsourcing {n} writer(s): Application.save of a new aggregate (1 event), PostgreSQL"
     notes = [_note(side, n, totals[(side, n)]) for side, n in CONFIGS]
     return [
         Figure(
@@ -110,9 +108,7 @@ def _our_save():
     shelter_id = uuid.uuid4()
 
     def save_one() -> None:
-        pet = Pet.register(
-            pet_id=uuid.uuid4(), name="Rex", species=Species.DOG, age=3, shelter_id=shelter_id
-        )
+        pet = Pet.register(pet_id=uuid.uuid4(), name="Rex", species=Species.DOG, age=3, shelter_id=shelter_id)
         with transaction.atomic():
             pets.save(pet, metadata=CommandContext.system().as_metadata(), expected_version=0)
 

@@ -83,9 +83,7 @@ class Figure:
 
     def as_json(self) -> dict:
         data = asdict(self)
-        data.update(
-            ratio=_finite(self.ratio), met=self.met, goal=str(self.goal) if self.goal else None
-        )
+        data.update(ratio=_finite(self.ratio), met=self.met, goal=str(self.goal) if self.goal else None)
         data.update(value=_finite(self.value), reference=_finite(self.reference))
         return data
 

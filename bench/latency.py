@@ -38,9 +38,7 @@ QUEUE = "bench.latency"
 RATE = 200.0
 PRODUCERS = 4
 PETS_PER_PRODUCER = 15
-REFERENCE = (
-    "producer publishes each event itself right after COMMIT (py-amqp, no outbox, no confirms)"
-)
+REFERENCE = "producer publishes each event itself right after COMMIT (py-amqp, no outbox, no confirms)"
 
 
 def run(bench: Bench) -> list[Figure]:

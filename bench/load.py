@@ -84,9 +84,7 @@ def _figures(t: dict[int, dict[str, list[float]]]) -> list[Figure]:
             ms(10000, "es"),
             es10k,
         ),
-        Figure(
-            "load 10,000-event pet, no snapshots", ms(10000, "replay"), "ms", ms(10000, "es"), es10k
-        ),
+        Figure("load 10,000-event pet, no snapshots", ms(10000, "replay"), "ms", ms(10000, "es"), es10k),
     ]
 
 

@@ -101,9 +101,7 @@ def run_wrk(
             str(id_file),
             str(threads),
         ]
-        out = subprocess.run(
-            command, capture_output=True, text=True, timeout=seconds + 60, check=True
-        )
+        out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True)
     finally:
         id_file.unlink()
     return _parse_wrk(out.stdout)

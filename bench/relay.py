@@ -38,9 +38,7 @@ def run(bench: Bench) -> list[Figure]:
                 messages = _refill_outbox(count, kept=KEPT_ROWS if side == "aged" else 0)
                 log(f"relay: round {index + 1}, {side}, {len(messages)} messages")
                 start = time.perf_counter()
-                published = (
-                    _raw_publish(bench.broker_url, messages) if side == "ref" else _relay_drain()
-                )
+                published = _raw_publish(bench.broker_url, messages) if side == "ref" else _relay_drain()
                 elapsed[side] += time.perf_counter() - start
                 sent[side] += published
                 depth = rabbit.queue_depth(bench.broker_url, QUEUE)
@@ -69,9 +67,7 @@ def run(bench: Bench) -> list[Figure]:
             "msg/s",
             rate["ref"],
             REFERENCE,
-            notes=[
-                "the same relay with the published rows of a running system still in event_outbox"
-            ],
+            notes=["the same relay with the published rows of a running system still in event_outbox"],
         ),
     ]
 
@@ -112,9 +108,7 @@ def _refill_outbox(count: int, *, kept: int = 0) -> list:
     pets = pet_repository()
     metadata = CommandContext.system().as_metadata()
     herd = [
-        Pet.register(
-            pet_id=uuid.uuid4(), name="Pet", species=Species.DOG, age=2, shelter_id=uuid.uuid4()
-        )
+        Pet.register(pet_id=uuid.uuid4(), name="Pet", species=Species.DOG, age=2, shelter_id=uuid.uuid4())
         for _ in range(10)
     ]
     for pet in herd:

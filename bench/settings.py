@@ -11,17 +11,13 @@ DEBUG = False  # DEBUG keeps every SQL query in memory: it would bill the produc
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 
 DATABASES = {
-    "default": env.db_url(
-        "BENCH_DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/petstore_bench"
-    )
+    "default": env.db_url("BENCH_DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/petstore_bench")
 }
 # The same persistent connections as the product (base.py), whatever the environment says.
 DATABASES["default"]["CONN_MAX_AGE"] = 600
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
-CELERY_BROKER_URL = env.str(
-    "BENCH_BROKER_URL", default="amqp://guest:guest@127.0.0.1:5672/petstore-bench"
-)
+CELERY_BROKER_URL = env.str("BENCH_BROKER_URL", default="amqp://guest:guest@127.0.0.1:5672/petstore-bench")
 CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

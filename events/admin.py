@@ -28,12 +28,19 @@ STREAM_PAGES = {
 
 
 EVENT_FIELDS = [
-    "position", "event_id", "event_type", "schema_version", "stream_type", "stream_id",
-    "stream_version", "recorded_at", "payload", "metadata",
+    "position",
+    "event_id",
+    "event_type",
+    "schema_version",
+    "stream_type",
+    "stream_id",
+    "stream_version",
+    "recorded_at",
+    "payload",
+    "metadata",
 ]
 DELIVERY_ROW = (
-    '<tr class="delivery-{}"><td>{}</td><td>{}</td><td>{}</td><td title="{}">{}</td>'
-    "<td>{}</td></tr>"
+    '<tr class="delivery-{}"><td>{}</td><td>{}</td><td>{}</td><td title="{}">{}</td><td>{}</td></tr>'
 )
 
 
@@ -42,7 +49,12 @@ class StoredEventAdmin(ReadOnlyAdminMixin, ShelterScopedAdmin):
     """The append-only log: no add, change or delete, whoever asks."""
 
     list_display = [
-        "position", "event_type", "stream_type", "stream", "stream_version", "recorded_at",
+        "position",
+        "event_type",
+        "stream_type",
+        "stream",
+        "stream_version",
+        "recorded_at",
     ]
     list_filter = ["event_type", "stream_type"]
     search_fields = ["stream_id"]
@@ -89,9 +101,12 @@ def subscribed_handlers(event: StoredEvent) -> list[str]:
 def delivery_row(delivery: Delivery) -> tuple:
     url = reverse("admin:events_delivery_change", args=[delivery.pk])
     return (
-        delivery.status, format_html('<a href="{}">{}</a>', url, delivery.handler),
-        delivery.status, delivery.attempts,
-        delivery.last_error, Truncator(delivery.last_error).chars(200) or "—",
+        delivery.status,
+        format_html('<a href="{}">{}</a>', url, delivery.handler),
+        delivery.status,
+        delivery.attempts,
+        delivery.last_error,
+        Truncator(delivery.last_error).chars(200) or "—",
         localize(localtime(delivery.finished_at)) if delivery.finished_at else "—",
     )
 
@@ -112,8 +127,15 @@ class PendingFilter(admin.SimpleListFilter):
 @admin.register(OutboxMessage)
 class OutboxMessageAdmin(ReadOnlyAdminMixin, ShelterScopedAdmin):
     list_display = [
-        "id", "message_name", "routing_key", "handler", "event_id", "created_at", "published_at",
-        "attempts", "error",
+        "id",
+        "message_name",
+        "routing_key",
+        "handler",
+        "event_id",
+        "created_at",
+        "published_at",
+        "attempts",
+        "error",
     ]
     list_filter = [PendingFilter, "message_name"]
     search_fields = ["=event_id"]
@@ -148,7 +170,13 @@ class DeliveryAdmin(ReadOnlyAdminMixin, ShelterScopedAdmin):
     """
 
     list_display = [
-        "handler", "event_type", "event_id", "status", "attempts", "error", "finished_at",
+        "handler",
+        "event_type",
+        "event_id",
+        "status",
+        "attempts",
+        "error",
+        "finished_at",
         "next_attempt_at",
     ]
     list_filter = ["status", "handler"]
@@ -173,13 +201,12 @@ class DeliveryAdmin(ReadOnlyAdminMixin, ShelterScopedAdmin):
     @admin.action(description="Redrive selected dead deliveries", permissions=["redrive"])
     def redrive_dead(self, request, queryset):
         dead = queryset.filter(status=Delivery.Status.DEAD)
-        count = sum(
-            redrive(handler=d.handler, event_id=d.event_id) for d in dead
-        )
+        count = sum(redrive(handler=d.handler, event_id=d.event_id) for d in dead)
         skipped = queryset.count() - count
         note = f" ({skipped} not dead, left alone)" if skipped else ""
         self.message_user(
-            request, f"Redrove {count} dead deliver{'y' if count == 1 else 'ies'}{note}.",
+            request,
+            f"Redrove {count} dead deliver{'y' if count == 1 else 'ies'}{note}.",
             messages.SUCCESS if count else messages.WARNING,
         )
 

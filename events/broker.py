@@ -136,8 +136,7 @@ def envelopes_for(message: OutboxMessage) -> list[Envelope]:
     if message.handler:
         return [task_envelope(message.id, HANDLERS[message.handler], message.event_id)]
     return [event_envelope(message)] + [
-        task_envelope(message.id, handler, message.event_id)
-        for handler in handlers_for(message.message_name)
+        task_envelope(message.id, handler, message.event_id) for handler in handlers_for(message.message_name)
     ]
 
 
@@ -265,8 +264,11 @@ class KombuPublisher:
                     headers = properties.pop("application_headers", {})
                     exchange, routing_key = self._route(envelope)
                     self.producer.publish(
-                        envelope.body, exchange=exchange, routing_key=routing_key,
-                        headers=headers, **properties,
+                        envelope.body,
+                        exchange=exchange,
+                        routing_key=routing_key,
+                        headers=headers,
+                        **properties,
                     )
         except CONNECTION_ERRORS as error:
             self.close()

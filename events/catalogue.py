@@ -28,9 +28,7 @@ class Species(enum.StrEnum):
 class Message(BaseModel):
     """A payload that travels on a channel; camelCase on the wire, snake_case in Python."""
 
-    model_config = ConfigDict(
-        frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True
-    )
+    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
 
     message_name: ClassVar[str]
     channel: ClassVar[str]

@@ -89,7 +89,9 @@ def deliver(handler_name: str, event_id: UUID) -> str:
                 _finish(delivery, Status.SUCCEEDED)
                 _settled(handler, event, Status.SUCCEEDED)
         except Exception as error:  # any failure: record it, retry later or give up
-            logger.warning("%s failed on %s (attempt %s): %r", handler.name, event_id, delivery.attempts, error)
+            logger.warning(
+                "%s failed on %s (attempt %s): %r", handler.name, event_id, delivery.attempts, error
+            )
             return _fail(handler, delivery, event, error)
     return Status.SUCCEEDED
 
@@ -114,8 +116,12 @@ def _finish(delivery: Delivery, status: str, error: str = "") -> None:
 
 
 def _fail(
-    handler: Handler, delivery: Delivery, event: RecordedEvent | None, error: Exception,
-    *, permanent: bool = False,
+    handler: Handler,
+    delivery: Delivery,
+    event: RecordedEvent | None,
+    error: Exception,
+    *,
+    permanent: bool = False,
 ) -> str:
     message = f"{type(error).__name__}: {error}"[:2000]
     with transaction.atomic():
@@ -174,7 +180,9 @@ def recover_stalled() -> int:
     recovered = 0
     for delivery in Delivery.objects.filter(status=Status.RUNNING):
         handler = HANDLERS.get(delivery.handler)
-        limit = timedelta(seconds=(handler.time_limit if handler else 0) + settings.DELIVERY_STALL_MARGIN_SECONDS)
+        limit = timedelta(
+            seconds=(handler.time_limit if handler else 0) + settings.DELIVERY_STALL_MARGIN_SECONDS
+        )
         if handler is None or delivery.started_at > now - limit:
             continue
         with exclusive(handler.name, delivery.event_id) as acquired:

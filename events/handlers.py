@@ -42,7 +42,12 @@ def handlers_for(message_name: str) -> list[Handler]:
 
 
 def event_handler(
-    *, name: str, on: tuple[str, ...], queue: str, time_limit: int = 60, max_attempts: int = 0,
+    *,
+    name: str,
+    on: tuple[str, ...],
+    queue: str,
+    time_limit: int = 60,
+    max_attempts: int = 0,
     on_settled: Callable[[RecordedEvent, str], None] | None = None,
 ) -> Callable:
     """Register a function as the handler `name` for the given message names."""

@@ -79,6 +79,9 @@ class Snapshot(models.Model):
             models.UniqueConstraint(fields=["stream_id", "stream_version"], name="one_snapshot_per_version")
         ]
 
+    def __str__(self) -> str:
+        return f"snapshot of {self.stream_id} at v{self.stream_version}"
+
 
 class OutboxMessage(models.Model):
     """A message to publish, written in the same transaction as its event.

@@ -42,13 +42,17 @@ def headers_for(row: StoredEvent, message_name: str) -> dict[str, Any]:
     }
 
 
-def enqueue(
-    rows: list[StoredEvent], events: list[DomainEvent], announcements: list[list[Message]]
-) -> None:
+def enqueue(rows: list[StoredEvent], events: list[DomainEvent], announcements: list[list[Message]]) -> None:
     """Write one outbox row per published message of each stored event."""
     messages = []
     for row, event, announced in zip(rows, events, announcements, strict=True):
-        wire = [(event.event_name, event.channel, event.to_wire(stream_id=row.stream_id, recorded_at=row.recorded_at))]
+        wire = [
+            (
+                event.event_name,
+                event.channel,
+                event.to_wire(stream_id=row.stream_id, recorded_at=row.recorded_at),
+            )
+        ]
         wire += [(m.message_name, m.channel, m.to_wire()) for m in announced]
         for name, channel, payload in wire:
             messages.append(
@@ -125,9 +129,7 @@ def claim_batch(*, limit: int, lease: timedelta) -> Claim:
         if not ids:
             return Claim(token, [])
         # The `due` filter again: without row locks (SQLite) another relay may have won.
-        OutboxMessage.objects.filter(due, id__in=ids).update(
-            claim_token=token, claimed_until=now + lease
-        )
+        OutboxMessage.objects.filter(due, id__in=ids).update(claim_token=token, claimed_until=now + lease)
     claimed = OutboxMessage.objects.filter(id__in=ids, claim_token=token).order_by("id")
     return Claim(token, list(claimed))
 

@@ -77,7 +77,9 @@ class Relay:
             attempts = max(m.attempts for m in claim.messages)
             delay = timedelta(0) if result.connection_lost else retry_delay(attempts)
             outbox.release(claim, result.failed, retry_in=delay)
-        self.broker_down_since = (self.broker_down_since or time.monotonic()) if result.connection_lost else None
+        self.broker_down_since = (
+            (self.broker_down_since or time.monotonic()) if result.connection_lost else None
+        )
         return len(result.confirmed)
 
     def run_forever(self, stop: threading.Event, *, sweep_seconds: float | None = None) -> None:

@@ -17,8 +17,8 @@ from uuid import UUID
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Max, Q, Subquery
-from django.db.models.functions import Coalesce
 from django.db.models.expressions import RawSQL
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from . import outbox
@@ -96,7 +96,9 @@ def append(
     return rows
 
 
-_INSERTED_FIELDS = [f for f in StoredEvent._meta.concrete_fields if f.name not in ("position", "transaction_id")]
+_INSERTED_FIELDS = [
+    f for f in StoredEvent._meta.concrete_fields if f.name not in ("position", "transaction_id")
+]
 
 
 def _insert(rows: list[StoredEvent]) -> bool:
@@ -113,7 +115,9 @@ def _insert(rows: list[StoredEvent]) -> bool:
         f"INSERT INTO {quote(StoredEvent._meta.db_table)} ({columns}) VALUES {values} "
         "ON CONFLICT (stream_id, stream_version) DO NOTHING RETURNING position, transaction_id"
     )
-    params = [f.get_db_prep_save(getattr(row, f.attname), connection) for row in rows for f in _INSERTED_FIELDS]
+    params = [
+        f.get_db_prep_save(getattr(row, f.attname), connection) for row in rows for f in _INSERTED_FIELDS
+    ]
     with transaction.atomic(savepoint=len(rows) > 1), connection.cursor() as cursor:
         cursor.execute(sql, params)
         returned = cursor.fetchall()
@@ -238,9 +242,14 @@ class RecordedEvent:
     @classmethod
     def from_row(cls, row: StoredEvent) -> RecordedEvent:
         return cls(
-            event_id=row.event_id, event_type=row.event_type, stream_id=row.stream_id,
-            stream_version=row.stream_version, position=row.position, recorded_at=row.recorded_at,
-            metadata=row.metadata, event=event_from_stored(row.event_type, row.schema_version, row.payload),
+            event_id=row.event_id,
+            event_type=row.event_type,
+            stream_id=row.stream_id,
+            stream_version=row.stream_version,
+            position=row.position,
+            recorded_at=row.recorded_at,
+            metadata=row.metadata,
+            event=event_from_stored(row.event_type, row.schema_version, row.payload),
         )
 
 

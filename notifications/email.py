@@ -12,7 +12,9 @@ from events.store import RecordedEvent
 from .models import SentEmail
 
 
-def send_templated_email(*, handler: str, event: RecordedEvent, to: str, template: str, context: dict) -> None:
+def send_templated_email(
+    *, handler: str, event: RecordedEvent, to: str, template: str, context: dict
+) -> None:
     """Render templates/notifications/<template>.{subject.txt,txt,html} and send once per event.
 
     The Message-ID is derived from (event, handler), so a receiving system can recognise a
@@ -31,7 +33,9 @@ def send_templated_email(*, handler: str, event: RecordedEvent, to: str, templat
     )
     email.attach_alternative(render_to_string(f"notifications/{template}.html", context), "text/html")
     email.send()
-    SentEmail.objects.create(handler=handler, event_id=event.event_id, to=to, subject=subject, message_id=message_id)
+    SentEmail.objects.create(
+        handler=handler, event_id=event.event_id, to=to, subject=subject, message_id=message_id
+    )
 
 
 def adoption_context(adoption: Adoption) -> dict:
@@ -46,13 +50,19 @@ def adoption_context(adoption: Adoption) -> dict:
 
 def adoption_confirmation_send(*, handler: str, event: RecordedEvent, adoption: Adoption) -> None:
     send_templated_email(
-        handler=handler, event=event, to=adoption.customer.email,
-        template="adoption_confirmation", context=adoption_context(adoption),
+        handler=handler,
+        event=event,
+        to=adoption.customer.email,
+        template="adoption_confirmation",
+        context=adoption_context(adoption),
     )
 
 
 def shelter_notice_send(*, handler: str, event: RecordedEvent, adoption: Adoption) -> None:
     send_templated_email(
-        handler=handler, event=event, to=adoption.shelter.contact_email,
-        template="shelter_notice", context=adoption_context(adoption),
+        handler=handler,
+        event=event,
+        to=adoption.shelter.contact_email,
+        template="shelter_notice",
+        context=adoption_context(adoption),
     )

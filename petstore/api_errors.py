@@ -70,7 +70,9 @@ def json_exception_handler(exc, context):
         return error_response(exc.status, exc.code, str(exc), exc.details)
     if isinstance(exc, ConcurrencyConflict):
         return error_response(
-            409, "version_conflict", str(exc),
+            409,
+            "version_conflict",
+            str(exc),
             {"expected_version": exc.expected, "actual_version": exc.actual},
         )
     if isinstance(exc, RequestDataTooBig):

@@ -17,24 +17,28 @@ def celery_reliability(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
             errors.append(checks.Error(message, hint=hint, id=id_))
 
     require(
-        getattr(settings, "CELERY_TASK_ACKS_LATE", False) is True, "petstore.E001",
+        getattr(settings, "CELERY_TASK_ACKS_LATE", False) is True,
+        "petstore.E001",
         "Celery tasks must acknowledge late.",
         "Set CELERY_TASK_ACKS_LATE = True so a crashed task is redelivered.",
     )
     require(
-        getattr(settings, "CELERY_TASK_REJECT_ON_WORKER_LOST", False) is True, "petstore.E002",
+        getattr(settings, "CELERY_TASK_REJECT_ON_WORKER_LOST", False) is True,
+        "petstore.E002",
         "Tasks of a killed worker must be requeued.",
         "Set CELERY_TASK_REJECT_ON_WORKER_LOST = True (acks_late alone acks on SIGKILL).",
     )
     require(
-        (getattr(settings, "CELERY_BROKER_HEARTBEAT", 0) or 0) > 0, "petstore.E003",
+        (getattr(settings, "CELERY_BROKER_HEARTBEAT", 0) or 0) > 0,
+        "petstore.E003",
         "Broker heartbeats are off.",
         "Set CELERY_BROKER_HEARTBEAT (seconds) so dead connections are noticed.",
     )
     if settings.CELERY_BROKER_URL.startswith(("amqp", "pyamqp")):
         options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}) or {}
         require(
-            options.get("confirm_publish") is True, "petstore.E004",
+            options.get("confirm_publish") is True,
+            "petstore.E004",
             "Publisher confirms are off for the AMQP broker.",
             "Set CELERY_BROKER_TRANSPORT_OPTIONS['confirm_publish'] = True.",
         )
@@ -50,16 +54,22 @@ def handler_queues_and_limits(app_configs=None, **kwargs) -> list[checks.CheckMe
     errors = []
     for handler in HANDLERS.values():
         if handler.queue not in declared:
-            errors.append(checks.Error(
-                f"Handler {handler.name} uses queue {handler.queue!r}, which is not declared.",
-                hint="Add it to PETSTORE_HANDLER_QUEUES.", id="petstore.E005",
-            ))
+            errors.append(
+                checks.Error(
+                    f"Handler {handler.name} uses queue {handler.queue!r}, which is not declared.",
+                    hint="Add it to PETSTORE_HANDLER_QUEUES.",
+                    id="petstore.E005",
+                )
+            )
         if handler.time_limit >= settings.RABBITMQ_CONSUMER_TIMEOUT_SECONDS:
-            errors.append(checks.Error(
-                f"Handler {handler.name} may run {handler.time_limit}s, past RabbitMQ's consumer timeout.",
-                hint="Lower its time_limit: a late-acked task past the timeout closes the channel.",
-                id="petstore.E006",
-            ))
+            errors.append(
+                checks.Error(
+                    f"Handler {handler.name} may run {handler.time_limit}s, "
+                    "past RabbitMQ's consumer timeout.",
+                    hint="Lower its time_limit: a late-acked task past the timeout closes the channel.",
+                    id="petstore.E006",
+                )
+            )
     if settings.HANDLER_RETRY_MAX_SECONDS <= 0:
         errors.append(checks.Error("HANDLER_RETRY_MAX_SECONDS must be positive.", id="petstore.E007"))
     return errors

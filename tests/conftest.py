@@ -13,7 +13,6 @@ import uuid
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from django.conf import settings
 from rest_framework.test import APIClient
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -172,7 +171,11 @@ def _isolated_broker_folder(settings, tmp_path):
     """Give each test its own embedded broker folder, so queues never leak between tests."""
     if settings.CELERY_BROKER_URL.startswith("filesystem://"):
         options = dict(settings.CELERY_BROKER_TRANSPORT_OPTIONS)
-        for key, sub in (("data_folder_in", "queue"), ("data_folder_out", "queue"), ("control_folder", "control")):
+        for key, sub in (
+            ("data_folder_in", "queue"),
+            ("data_folder_out", "queue"),
+            ("control_folder", "control"),
+        ):
             (tmp_path / "broker" / sub).mkdir(parents=True, exist_ok=True)
             options[key] = str(tmp_path / "broker" / sub)
         settings.CELERY_BROKER_TRANSPORT_OPTIONS = options

@@ -48,7 +48,10 @@ class CustomerFactory(factory.django.DjangoModelFactory):
 
 def register_pet(*, shelter: Shelter, name: str = "Buddy", species: str = "dog", age: int = 2) -> PetRecord:
     change = services.pet_register(
-        shelter=shelter, name=name, species=species, age=age,
+        shelter=shelter,
+        name=name,
+        species=species,
+        age=age,
         context=CommandContext.system(causation_id="test"),
     )
     return PetRecord.objects.get(id=change.pet_id)

@@ -43,9 +43,7 @@ def ping_through_a_worker(client: Celery, env: dict[str, str], log: Path):
     return result, worker.returncode
 
 
-def test_worker_consuming_from_rabbitmq_answers_ping(
-    broker, require_postgres, client_app, tmp_path
-):
+def test_worker_consuming_from_rabbitmq_answers_ping(broker, require_postgres, client_app, tmp_path):
     from django_celery_results.models import TaskResult
 
     client = client_app(broker=broker, backend="django-db", result_extended=True)
@@ -63,11 +61,13 @@ def test_worker_on_the_embedded_broker_answers_ping(embedded_broker, client_app,
     results = tmp_path / "results"
     results.mkdir()
     client = client_app(
-        broker=embedded_broker, backend=f"file://{results}",
+        broker=embedded_broker,
+        backend=f"file://{results}",
         broker_transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS,
     )
     env = child_env(
-        CELERY_BROKER_URL="filesystem://", PETSTORE_VAR_DIR=str(tmp_path),
+        CELERY_BROKER_URL="filesystem://",
+        PETSTORE_VAR_DIR=str(tmp_path),
         CELERY_RESULT_BACKEND=f"file://{results}",  # read by Celery itself, over the settings
     )
 

@@ -149,8 +149,13 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # One durable queue per kind of side effect, so a slow certificate never delays an email.
 # `celery -A petstore worker` consumes them all; `-Q certificates` runs one service alone.
 PETSTORE_HANDLER_QUEUES = [
-    "emails", "shelter-notices", "inventory", "certificates", "vet-appointments",
-    "welcome-packages", "analytics",
+    "emails",
+    "shelter-notices",
+    "inventory",
+    "certificates",
+    "vet-appointments",
+    "welcome-packages",
+    "analytics",
 ]
 CELERY_TASK_QUEUES = [
     Queue(name, Exchange(name, type="direct", durable=True), routing_key=name, durable=True)

@@ -27,9 +27,7 @@ def staff_group(db) -> Group:
     """The group seed_demo gives shelter staff, with exactly its permissions."""
     group = Group.objects.create(name=STAFF_GROUP)
     for app_label, codename in STAFF_PERMISSIONS:
-        group.permissions.add(
-            Permission.objects.get(content_type__app_label=app_label, codename=codename)
-        )
+        group.permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
     return group
 
 
@@ -98,7 +96,8 @@ def test_shelter_filter_offers_only_the_users_shelters(client, shelter, other_sh
 def test_pet_page_shows_the_event_timeline_in_order(staff_client, pet, customer, staff):
     # given a pet renamed, adopted and returned
     services.pet_rename(
-        pet_id=pet.id, new_name="<b>Bud</b>",
+        pet_id=pet.id,
+        new_name="<b>Bud</b>",
         context=CommandContext(correlation_id="corr-42", actor_id=str(staff.pk)),
     )
     adopt(pet, customer)
@@ -108,7 +107,7 @@ def test_pet_page_shows_the_event_timeline_in_order(staff_client, pet, customer,
 
     html = response.content.decode()
     assert response.status_code == 200
-    timeline = html[html.index('class="event-timeline"'):]
+    timeline = html[html.index('class="event-timeline"') :]
     positions = [
         timeline.index(f"<td>{kind}</td>")
         for kind in ("PetRegistered", "PetNameChanged", "PetAdopted", "PetReturned")
@@ -298,9 +297,7 @@ def test_outbox_with_nothing_pending_says_so(staff_client, pet):
 
 
 def test_a_customer_cannot_log_into_the_admin(client, customer):
-    login = client.post(
-        url("login"), {"username": customer.user.username, "password": "pass-for-tests"}
-    )
+    login = client.post(url("login"), {"username": customer.user.username, "password": "pass-for-tests"})
     client.force_login(customer.user)
     index = client.get(url("index"))
 

@@ -31,7 +31,9 @@ pytestmark = pytest.mark.django_db
 
 CONTEXT = CommandContext.system(causation_id="test")
 VET, WELCOME, CERTIFICATE = (
-    "adoptions.vet_appointment", "adoptions.welcome_package", "notifications.certificate"
+    "adoptions.vet_appointment",
+    "adoptions.welcome_package",
+    "notifications.certificate",
 )
 
 
@@ -44,9 +46,7 @@ def url(name: str, *args) -> str:
 def staff_group(db) -> Group:
     group = Group.objects.create(name=STAFF_GROUP)
     for app_label, codename in STAFF_PERMISSIONS:
-        group.permissions.add(
-            Permission.objects.get(content_type__app_label=app_label, codename=codename)
-        )
+        group.permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
     return group
 
 
@@ -85,8 +85,13 @@ def other_adoption(other_shelter, other_customer) -> Adoption:
 def delivery(adoption: Adoption, handler: str, status: str, *, attempts=6, error="") -> Delivery:
     """Record how a step went, as events.delivery would have."""
     return Delivery.objects.create(
-        handler=handler, event_id=adoption.adopted_event_id, event_type="PetAdopted",
-        status=status, attempts=attempts, last_error=error, finished_at=timezone.now(),
+        handler=handler,
+        event_id=adoption.adopted_event_id,
+        event_type="PetAdopted",
+        status=status,
+        attempts=attempts,
+        last_error=error,
+        finished_at=timezone.now(),
     )
 
 
@@ -103,7 +108,7 @@ def retry_url(adoption: Adoption) -> str:
 def section(response, css_class: str) -> str:
     html = response.content.decode()
     start = html.index(f'class="{css_class}"')
-    return html[start:html.index("</table>", start)]
+    return html[start : html.index("</table>", start)]
 
 
 # --- the adoption page ---------------------------------------------------------------------
@@ -209,9 +214,7 @@ def test_staff_of_another_shelter_cannot_retry(other_staff_client, adoption):
     assert not OutboxMessage.objects.filter(handler=VET).exists()
 
 
-def test_staff_without_change_delivery_see_no_retry_and_cannot_redrive(
-    staff_client, staff, adoption
-):
+def test_staff_without_change_delivery_see_no_retry_and_cannot_redrive(staff_client, staff, adoption):
     # given a staff member whose group lost change_delivery
     staff.groups.get().permissions.remove(Permission.objects.get(codename="change_delivery"))
     delivery(adoption, VET, "dead")
@@ -221,7 +224,7 @@ def test_staff_without_change_delivery_see_no_retry_and_cannot_redrive(
     listed = staff_client.get(url("events_delivery_changelist"))
 
     assert page.status_code == 200
-    assert f'<td>{VET}</td><td>dead</td>' in section(page, "adoption-steps")
+    assert f"<td>{VET}</td><td>dead</td>" in section(page, "adoption-steps")
     assert "Retry</button>" not in page.content.decode()
     assert "adoption-step-retry" not in page.content.decode()
     assert retried.status_code == 403
@@ -248,9 +251,7 @@ def test_retry_takes_only_post(staff_client, adoption):
 # --- the deliveries (dead letters) ---------------------------------------------------------
 
 
-def test_staff_of_another_shelter_do_not_see_the_delivery(
-    other_staff_client, adoption, other_adoption
-):
+def test_staff_of_another_shelter_do_not_see_the_delivery(other_staff_client, adoption, other_adoption):
     mine = delivery(adoption, VET, "dead")
     theirs = delivery(other_adoption, VET, "dead")
 
@@ -290,7 +291,8 @@ def test_redrive_action_redrives_only_the_dead_deliveries(staff_client, adoption
     assert Delivery.objects.get(pk=theirs.pk).status == "dead"
     scheduled = OutboxMessage.objects.exclude(handler="")
     assert {(m.handler, m.event_id) for m in scheduled} == {
-        (VET, adoption.adopted_event_id), (WELCOME, adoption.adopted_event_id)
+        (VET, adoption.adopted_event_id),
+        (WELCOME, adoption.adopted_event_id),
     }
     assert Adoption.objects.get(pk=adoption.pk).status == Adoption.Status.PROCESSING
 

@@ -63,8 +63,12 @@ def test_customer_cannot_register_pets(customer_client, shelter):
         ({"name": "N", "species": "dog", "age": 1, "colour": "red"}, "colour"),
     ],
 )
-def test_invalid_registration_is_a_400_naming_the_field_and_writes_nothing(staff_client, shelter, body, field):
-    response = staff_client.post("/api/commands/register-pet", {**body, "shelterId": str(shelter.id)}, format="json")
+def test_invalid_registration_is_a_400_naming_the_field_and_writes_nothing(
+    staff_client, shelter, body, field
+):
+    response = staff_client.post(
+        "/api/commands/register-pet", {**body, "shelterId": str(shelter.id)}, format="json"
+    )
 
     assert response.status_code == 400 and error_code(response) == "validation_error"
     assert field in response.json()["error"]["details"]["fields"]
@@ -124,7 +128,9 @@ def test_staff_adopts_for_a_customer_only_in_their_shelter(staff_client, other_s
     denied = client_for(other_staff).post(
         "/api/adoptions", {"petId": str(pet.id), "customerId": str(customer.id)}, format="json"
     )
-    allowed = staff_client.post("/api/adoptions", {"petId": str(pet.id), "customerId": str(customer.id)}, format="json")
+    allowed = staff_client.post(
+        "/api/adoptions", {"petId": str(pet.id), "customerId": str(customer.id)}, format="json"
+    )
 
     assert denied.status_code == 403
     assert allowed.status_code == 202
@@ -148,7 +154,9 @@ def test_non_uuid_pet_id_is_a_400(customer_client):
 
 
 def test_stale_expected_version_is_409_with_both_versions(customer_client, pet):
-    response = customer_client.post("/api/adoptions", {"petId": str(pet.id), "expectedVersion": 7}, format="json")
+    response = customer_client.post(
+        "/api/adoptions", {"petId": str(pet.id), "expectedVersion": 7}, format="json"
+    )
 
     assert response.status_code == 409 and error_code(response) == "version_conflict"
     assert response.json()["error"]["details"] == {"expectedVersion": 7, "actualVersion": 1}
@@ -211,7 +219,9 @@ def adopt(client, pet):
 def test_staff_records_a_return_and_the_pet_is_available_again(staff_client, customer_client, pet):
     adoption = adopt(customer_client, pet)
 
-    response = staff_client.post("/api/commands/return-pet", {"petId": str(pet.id), "reason": "allergies"}, format="json")
+    response = staff_client.post(
+        "/api/commands/return-pet", {"petId": str(pet.id), "reason": "allergies"}, format="json"
+    )
 
     assert response.status_code == 200 and response.json()["version"] == 3
     assert PetRecord.objects.get(id=pet.id).status == "available"
@@ -220,16 +230,22 @@ def test_staff_records_a_return_and_the_pet_is_available_again(staff_client, cus
 
 
 def test_returning_an_available_pet_is_a_409(staff_client, pet):
-    response = staff_client.post("/api/commands/return-pet", {"petId": str(pet.id), "reason": "x"}, format="json")
+    response = staff_client.post(
+        "/api/commands/return-pet", {"petId": str(pet.id), "reason": "x"}, format="json"
+    )
     assert response.status_code == 409 and error_code(response) == "pet_not_adopted"
 
 
 def test_rename_with_expected_version(staff_client, pet):
     ok = staff_client.post(
-        "/api/commands/rename-pet", {"petId": str(pet.id), "newName": "Rex", "expectedVersion": 1}, format="json"
+        "/api/commands/rename-pet",
+        {"petId": str(pet.id), "newName": "Rex", "expectedVersion": 1},
+        format="json",
     )
     stale = staff_client.post(
-        "/api/commands/rename-pet", {"petId": str(pet.id), "newName": "Max", "expectedVersion": 1}, format="json"
+        "/api/commands/rename-pet",
+        {"petId": str(pet.id), "newName": "Max", "expectedVersion": 1},
+        format="json",
     )
 
     assert ok.status_code == 200 and ok.json()["version"] == 2
@@ -237,7 +253,9 @@ def test_rename_with_expected_version(staff_client, pet):
 
 
 def test_customer_cannot_rename(customer_client, pet):
-    response = customer_client.post("/api/commands/rename-pet", {"petId": str(pet.id), "newName": "Rex"}, format="json")
+    response = customer_client.post(
+        "/api/commands/rename-pet", {"petId": str(pet.id), "newName": "Rex"}, format="json"
+    )
     assert response.status_code == 403
 
 
@@ -291,8 +309,12 @@ def test_adoption_is_visible_to_its_customer_and_shelter_staff_only(
 
 
 def test_retry_with_the_same_idempotency_key_replays_the_answer(customer_client, pet):
-    first = customer_client.post("/api/adoptions", {"petId": str(pet.id)}, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
-    retry = customer_client.post("/api/adoptions", {"petId": str(pet.id)}, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    first = customer_client.post(
+        "/api/adoptions", {"petId": str(pet.id)}, format="json", HTTP_IDEMPOTENCY_KEY="k-1"
+    )
+    retry = customer_client.post(
+        "/api/adoptions", {"petId": str(pet.id)}, format="json", HTTP_IDEMPOTENCY_KEY="k-1"
+    )
 
     assert first.status_code == retry.status_code == 202
     assert first.json() == retry.json()

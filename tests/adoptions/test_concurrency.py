@@ -52,11 +52,13 @@ def test_concurrent_renames_with_the_same_expected_version_one_wins(require_post
 
     statuses = run_at_once(
         5,
-        lambda i: client.post(
-            "/api/commands/rename-pet",
-            {"petId": str(pet.id), "newName": f"Name {i}", "expectedVersion": 1},
-            format="json",
-        ).status_code,
+        lambda i: (
+            client.post(
+                "/api/commands/rename-pet",
+                {"petId": str(pet.id), "newName": f"Name {i}", "expectedVersion": 1},
+                format="json",
+            ).status_code
+        ),
     )
 
     assert sorted(statuses) == [200, 409, 409, 409, 409]
@@ -69,7 +71,9 @@ def test_concurrent_retries_with_one_idempotency_key_record_one_adoption(require
 
     responses = run_at_once(
         8,
-        lambda i: client.post("/api/adoptions", {"petId": str(pet.id)}, format="json", HTTP_IDEMPOTENCY_KEY=key),
+        lambda i: client.post(
+            "/api/adoptions", {"petId": str(pet.id)}, format="json", HTTP_IDEMPOTENCY_KEY=key
+        ),
     )
 
     assert {r.status_code for r in responses} == {202}

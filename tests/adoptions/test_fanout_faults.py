@@ -143,20 +143,20 @@ class Drill:
     def media(self) -> Path:
         return self.var_dir / "media"
 
-    def start_worker(
-        self, name: str, *, queues: list[str] | None = None, concurrency: int = 2, **env: str
-    ):
+    def start_worker(self, name: str, *, queues: list[str] | None = None, concurrency: int = 2, **env: str):
         """Start a worker on the handler queues (all by default); return once it consumes."""
         log = self.var_dir / f"{name}.log"
-        environment = child_env(**{
-            "EMAIL_URL": f"smtp://127.0.0.1:{self.smtp_port}",
-            "PETSTORE_VAR_DIR": str(self.var_dir),
-            "HANDLER_RETRY_BASE_SECONDS": "0.2",
-            "HANDLER_RETRY_MAX_SECONDS": "1",
-            "HANDLER_MAX_ATTEMPTS": "3",
-            "CERTIFICATE_EXTRA_SECONDS": "0",
-            **env,
-        })
+        environment = child_env(
+            **{
+                "EMAIL_URL": f"smtp://127.0.0.1:{self.smtp_port}",
+                "PETSTORE_VAR_DIR": str(self.var_dir),
+                "HANDLER_RETRY_BASE_SECONDS": "0.2",
+                "HANDLER_RETRY_MAX_SECONDS": "1",
+                "HANDLER_MAX_ATTEMPTS": "3",
+                "CERTIFICATE_EXTRA_SECONDS": "0",
+                **env,
+            }
+        )
         command = celery_worker(
             queues=queues or settings.PETSTORE_HANDLER_QUEUES, concurrency=concurrency, name=name
         )
@@ -254,7 +254,8 @@ def _row_effects(events: dict, media: Path, result: Ledger) -> Counter:
     effects: Counter = Counter()
     files = {p.relative_to(media).as_posix() for p in media.glob("certificates/*")}
     intact = {
-        c.adoption_id for c in Certificate.objects.all()
+        c.adoption_id
+        for c in Certificate.objects.all()
         if c.file.name in files and _sha256(media / c.file.name) == c.sha256
     }
     stored = set(Certificate.objects.values_list("file", flat=True))
@@ -386,9 +387,7 @@ def test_refused_emails_go_dead_and_a_redrive_completes_the_adoption(
     drill.start_worker("worker")
 
     adoption_id = adopt_through_api(customer_client, pet)
-    body = drill.wait(
-        adoption_in(customer_client, adoption_id, "needs_attention"), what="needs attention"
-    )
+    body = drill.wait(adoption_in(customer_client, adoption_id, "needs_attention"), what="needs attention")
 
     steps = steps_of(body)
     assert {name: steps.pop(name) for name in EMAIL_STEPS} == {n: ("dead", 3) for n in EMAIL_STEPS}
@@ -408,9 +407,7 @@ def test_refused_emails_go_dead_and_a_redrive_completes_the_adoption(
     body = drill.wait(adoption_in(customer_client, adoption_id, "completed"), what="completion")
 
     assert steps_of(body) == {step: ("succeeded", 1) for step in STEPS}  # a redrive starts afresh
-    assert sorted(m["To"] for m in drill.mailbox.received) == sorted(
-        [customer.email, shelter.contact_email]
-    )
+    assert sorted(m["To"] for m in drill.mailbox.received) == sorted([customer.email, shelter.contact_email])
     assert ledger(drill.mailbox, drill.media) == Ledger()
     assert completions(adoption_id) == 1
 
@@ -429,23 +426,15 @@ def kill_whole_worker(drill: Drill, name: str) -> None:
     worker = drill.workers[name]
     os.killpg(worker.pid, signal.SIGKILL)
     worker.wait(timeout=10)
-    drill.start_worker(
-        f"{name}-2", queues=["certificates"], concurrency=1, CERTIFICATE_EXTRA_SECONDS="1"
-    )
+    drill.start_worker(f"{name}-2", queues=["certificates"], concurrency=1, CERTIFICATE_EXTRA_SECONDS="1")
 
 
-@pytest.mark.parametrize(
-    "kill", [kill_pool_child, kill_whole_worker], ids=["pool-child", "whole-worker"]
-)
-def test_worker_killed_mid_certificate_leaves_exactly_one_certificate(
-    drill, kill, shelter, customer
-):
+@pytest.mark.parametrize("kill", [kill_pool_child, kill_whole_worker], ids=["pool-child", "whole-worker"])
+def test_worker_killed_mid_certificate_leaves_exactly_one_certificate(drill, kill, shelter, customer):
     pet = register_pet(shelter=shelter)
     others = [q for q in settings.PETSTORE_HANDLER_QUEUES if q != "certificates"]
     drill.start_worker("steps", queues=others)
-    drill.start_worker(
-        "certificates", queues=["certificates"], concurrency=1, CERTIFICATE_EXTRA_SECONDS="5"
-    )
+    drill.start_worker("certificates", queues=["certificates"], concurrency=1, CERTIFICATE_EXTRA_SECONDS="5")
 
     adoption = adopt_pet(pet=pet, customer=customer).adoption
     event_id = adoption.adopted_event_id
@@ -514,20 +503,28 @@ def unreadable_pet_adopted() -> uuid.UUID:
     now = timezone.now()
     with transaction.atomic():
         row = StoredEvent(
-            stream_type="pet", stream_id=uuid.uuid4(), stream_version=1, event_type="PetAdopted",
-            schema_version=1, payload={"adoption_id": "not-a-uuid"}, metadata={}, recorded_at=now,
+            stream_type="pet",
+            stream_id=uuid.uuid4(),
+            stream_version=1,
+            event_type="PetAdopted",
+            schema_version=1,
+            payload={"adoption_id": "not-a-uuid"},
+            metadata={},
+            recorded_at=now,
         )
         row.save()
         OutboxMessage.objects.create(
-            event_id=row.event_id, message_name="PetAdopted", routing_key="pet.adopted",
-            payload=row.payload, created_at=now, available_at=now,
+            event_id=row.event_id,
+            message_name="PetAdopted",
+            routing_key="pet.adopted",
+            payload=row.payload,
+            created_at=now,
+            available_at=now,
         )
     return row.event_id
 
 
-def test_poison_events_go_dead_while_other_adoptions_complete(
-    drill, shelter, customer, other_customer
-):
+def test_poison_events_go_dead_while_other_adoptions_complete(drill, shelter, customer, other_customer):
     pets = [register_pet(shelter=shelter, name=f"Pet {n}") for n in range(3)]
     bouncing = CustomerFactory(email="no-such-user@example.com")
     drill.mailbox.refuse_rcpt = {bouncing.email: f"550 5.1.1 <{bouncing.email}>: user unknown"}
@@ -543,15 +540,15 @@ def test_poison_events_go_dead_while_other_adoptions_complete(
     completed = Adoption.objects.filter(id__in=[a.id for a in fine], status="completed")
     drill.wait(lambda: completed.count() == 2, what="the other adoptions to complete")
     drill.wait(
-        lambda: Adoption.objects.filter(id=bounced.id, status="needs_attention").exists()
-        and Delivery.objects.filter(event_id=poison, status="dead").count() == len(STEPS),
+        lambda: (
+            Adoption.objects.filter(id=bounced.id, status="needs_attention").exists()
+            and Delivery.objects.filter(event_id=poison, status="dead").count() == len(STEPS)
+        ),
         what="the poison deliveries to go dead",
     )
 
     unreadable = deliveries_of(poison)
-    assert {h: (d.status, d.attempts) for h, d in unreadable.items()} == {
-        step: ("dead", 1) for step in STEPS
-    }
+    assert {h: (d.status, d.attempts) for h, d in unreadable.items()} == {step: ("dead", 1) for step in STEPS}
     assert all(d.last_error.startswith("ValidationError") for d in unreadable.values())
     bounce = deliveries_of(bounced.adopted_event_id)
     assert (bounce[CONFIRMATION_EMAIL].status, bounce[CONFIRMATION_EMAIL].attempts) == ("dead", 3)

@@ -19,8 +19,12 @@ from tests.factories import CustomerFactory, register_pet
 pytestmark = pytest.mark.django_db
 
 STEPS = {
-    "notifications.confirmation_email", "notifications.shelter_notice", "adoptions.inventory",
-    "notifications.certificate", "adoptions.vet_appointment", "adoptions.welcome_package",
+    "notifications.confirmation_email",
+    "notifications.shelter_notice",
+    "adoptions.inventory",
+    "notifications.certificate",
+    "adoptions.vet_appointment",
+    "adoptions.welcome_package",
     "adoptions.analytics",
 }
 
@@ -154,7 +158,9 @@ def test_adoption_api_shows_steps_certificate_and_vet_date(pet, customer):
     assert after["certificateUrl"] and after["vetAppointmentDate"]
 
 
-def test_certificate_download_is_for_the_customer_and_shelter_staff_only(pet, customer, staff, other_customer):
+def test_certificate_download_is_for_the_customer_and_shelter_staff_only(
+    pet, customer, staff, other_customer
+):
     adoption = adopt(pet, customer)
     url = f"/api/adoptions/{adoption.id}/certificate"
     not_ready = client_for(customer.user).get(url)

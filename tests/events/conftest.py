@@ -45,4 +45,3 @@ def broker_proxy(broker):
         yield proxy
     finally:
         proxy.stop()
-

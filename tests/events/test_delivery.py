@@ -30,7 +30,9 @@ def flaky_handler(settings):
             raise RuntimeError("service down")
 
     event_handler(
-        name="test.flaky", on=("PetNameChanged",), queue="analytics",
+        name="test.flaky",
+        on=("PetNameChanged",),
+        queue="analytics",
         on_settled=lambda event, status: settled.append(status),
     )(run)
     yield HANDLERS["test.flaky"], calls, settled, behaviour
@@ -39,7 +41,9 @@ def flaky_handler(settings):
 
 def renamed_event() -> StoredEvent:
     [row] = append(
-        stream_type="pet", stream_id=uuid.uuid4(), expected_version=1,
+        stream_type="pet",
+        stream_id=uuid.uuid4(),
+        expected_version=1,
         events=[PetNameChanged(old_name="A", new_name="B")],
         metadata=CommandContext.system().as_metadata(),
     )
@@ -98,8 +102,13 @@ def test_redrive_gives_a_dead_delivery_fresh_attempts(flaky_handler):
 def test_unreadable_stored_payload_goes_dead_at_once_with_the_validation_error(flaky_handler):
     handler, calls, *_ = flaky_handler
     broken = StoredEvent.objects.create(
-        stream_type="pet", stream_id=uuid.uuid4(), stream_version=1, event_type="PetNameChanged",
-        schema_version=1, payload={"new_name": ""}, recorded_at=timezone.now(),
+        stream_type="pet",
+        stream_id=uuid.uuid4(),
+        stream_version=1,
+        event_type="PetNameChanged",
+        schema_version=1,
+        payload={"new_name": ""},
+        recorded_at=timezone.now(),
     )
 
     assert deliver(handler.name, broken.event_id) == "dead"
@@ -120,8 +129,12 @@ def test_a_delivery_left_running_past_its_time_limit_is_retried(flaky_handler, s
     settings.DELIVERY_STALL_MARGIN_SECONDS = 0
     event = renamed_event()
     Delivery.objects.create(
-        handler=handler.name, event_id=event.event_id, event_type=event.event_type,
-        status="running", attempts=1, started_at=timezone.now() - timedelta(seconds=handler.time_limit + 1),
+        handler=handler.name,
+        event_id=event.event_id,
+        event_type=event.event_type,
+        status="running",
+        attempts=1,
+        started_at=timezone.now() - timedelta(seconds=handler.time_limit + 1),
     )
 
     assert recover_stalled() == 1
@@ -136,8 +149,12 @@ def test_a_recent_running_delivery_is_left_alone(flaky_handler):
     handler, *_ = flaky_handler
     event = renamed_event()
     Delivery.objects.create(
-        handler=handler.name, event_id=event.event_id, event_type=event.event_type,
-        status="running", attempts=1, started_at=timezone.now(),
+        handler=handler.name,
+        event_id=event.event_id,
+        event_type=event.event_type,
+        status="running",
+        attempts=1,
+        started_at=timezone.now(),
     )
 
     assert recover_stalled() == 0

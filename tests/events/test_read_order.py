@@ -30,7 +30,11 @@ class HeldTransaction(threading.Thread):
     def __init__(self, work, *, before_work=None, rollback=False):
         super().__init__(daemon=True)
         self.work, self.before_work, self.rollback = work, before_work, rollback
-        self.started_work, self.did_work, self.release = threading.Event(), threading.Event(), threading.Event()
+        self.started_work, self.did_work, self.release = (
+            threading.Event(),
+            threading.Event(),
+            threading.Event(),
+        )
         self.error = None
 
     def run(self):

@@ -47,11 +47,13 @@ class ObservedPublisher:
 
     def publish(self, messages):
         result = self.inner.publish(messages)
-        self.at_confirm.append({
-            "confirmed": len(result.confirmed),
-            "already_marked": OutboxMessage.objects.filter(published_at__isnull=False).count(),
-            "in_queue": queue_depth(self.url, self.queue),
-        })
+        self.at_confirm.append(
+            {
+                "confirmed": len(result.confirmed),
+                "already_marked": OutboxMessage.objects.filter(published_at__isnull=False).count(),
+                "in_queue": queue_depth(self.url, self.queue),
+            }
+        )
         return result
 
     def close(self) -> None:
@@ -73,7 +75,9 @@ def test_relay_drains_the_outbox_through_the_embedded_filesystem_broker(
     assert sent == 3 and unsent() == 0
     messages = fetch_all(embedded_broker, "test.pets", at_least=3, timeout=1)
     assert sorted(m.delivery_info["routing_key"] for m in messages) == [
-        "pet.adopted", "pet.available", "pet.registered",
+        "pet.adopted",
+        "pet.available",
+        "pet.registered",
     ]
     assert set(deliveries(messages)) == outbox_rows()
     adopted = next(m for m in messages if m.delivery_info["routing_key"] == "pet.adopted")

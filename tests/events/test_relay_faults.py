@@ -60,7 +60,8 @@ def test_commands_are_accepted_while_the_broker_is_down_and_the_relay_catches_up
         assert outbox.backlog().pending == 10
         wait_until(
             lambda: pending.filter(last_error__startswith="broker unavailable").exists(),
-            timeout=10, what="the relay to try the dead broker",
+            timeout=10,
+            what="the relay to try the dead broker",
         )
         adopted = OutboxMessage.objects.filter(routing_key="pet.adopted")
         assert adopted.count() == 10 and not adopted.filter(published_at__isnull=False).exists()
@@ -93,7 +94,8 @@ def test_relay_gives_up_on_a_broker_that_stops_answering_and_marks_nothing_sent(
     assert elapsed < 4 * CONFIRM_TIMEOUT  # the confirm wait and the close are bounded: no hang
     unsent = OutboxMessage.objects.filter(published_at__isnull=True)
     assert {(row.routing_key, row.payload["petId"]) for row in unsent} == {
-        ("pet.registered", str(stuck.id)), ("pet.available", str(stuck.id)),
+        ("pet.registered", str(stuck.id)),
+        ("pet.available", str(stuck.id)),
     }
     gave_up = re.compile(r"broker unavailable: .*(timed out|no confirm)")
     assert all(gave_up.search(row.last_error) for row in unsent)
@@ -115,7 +117,8 @@ def test_relay_that_dies_between_confirm_and_mark_sent_is_repaired_by_republishi
     assert len(committed) == 9
 
     crashed = manage(
-        "relay_outbox", "--once",
+        "relay_outbox",
+        "--once",
         env=child_env(PETSTORE_RELAY_CRASH_AFTER_CONFIRM="1", RELAY_LEASE_SECONDS="1"),
     )
 

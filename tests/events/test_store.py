@@ -89,7 +89,10 @@ def test_snapshot_is_taken_and_used_and_gives_the_same_state(settings):
         pet.rename(new_name=f"Buddy {n}")
         pets.save(pet, metadata=META)
 
-    assert list(Snapshot.objects.filter(stream_id=pet.id).values_list("stream_version", flat=True)) == [10, 20]
+    assert list(Snapshot.objects.filter(stream_id=pet.id).values_list("stream_version", flat=True)) == [
+        10,
+        20,
+    ]
     with_snapshot = pets.load(pet.id)
     without = pets.load(pet.id, use_snapshots=False)
     assert with_snapshot.snapshot_state() == without.snapshot_state()
@@ -114,8 +117,12 @@ def test_as_of_returns_the_state_at_that_moment():
 def test_old_schema_version_in_the_log_is_upcast_when_loading():
     pet_id, shelter_id = uuid.uuid4(), uuid.uuid4()
     StoredEvent.objects.create(
-        stream_type="pet", stream_id=pet_id, stream_version=1, event_type="PetRegistered",
-        schema_version=1, payload={"name": "Old", "species": "cat", "age": 9, "shelter_id": str(shelter_id)},
+        stream_type="pet",
+        stream_id=pet_id,
+        stream_version=1,
+        event_type="PetRegistered",
+        schema_version=1,
+        payload={"name": "Old", "species": "cat", "age": 9, "shelter_id": str(shelter_id)},
         recorded_at=timezone.now(),
     )
 
@@ -184,6 +191,9 @@ def test_append_refuses_a_version_already_taken():
 
     with pytest.raises(ConcurrencyConflict):
         append(
-            stream_type="pet", stream_id=stream_id,
-            events=[PetNameChanged(old_name="A", new_name="B")], expected_version=0, metadata=META,
+            stream_type="pet",
+            stream_id=stream_id,
+            events=[PetNameChanged(old_name="A", new_name="B")],
+            expected_version=0,
+            metadata=META,
         )

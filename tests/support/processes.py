@@ -44,7 +44,11 @@ def child_env(**overrides: str) -> dict[str, str]:
 def manage(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "manage.py", *args],
-        cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -52,7 +56,11 @@ def start(args: list[str], *, env: dict[str, str], log: Path) -> subprocess.Pope
     """Start a long-running child in its own process group, output to `log`."""
     with log.open("wb") as out:
         return subprocess.Popen(
-            args, cwd=PROJECT_DIR, env=env, stdout=out, stderr=subprocess.STDOUT,
+            args,
+            cwd=PROJECT_DIR,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -75,9 +83,23 @@ def celery_worker(
 ) -> list[str]:
     """Return the command line of a Celery worker consuming `queues` (no gossip or mingle)."""
     return [
-        sys.executable, "-m", "celery", "-A", "petstore", "worker", "-Q", ",".join(queues),
-        "-c", str(concurrency), "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
-        "--without-heartbeat", "-l", loglevel,
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "petstore",
+        "worker",
+        "-Q",
+        ",".join(queues),
+        "-c",
+        str(concurrency),
+        "-n",
+        f"{name}@%h",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "-l",
+        loglevel,
     ]
 
 

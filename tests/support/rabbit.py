@@ -29,9 +29,7 @@ def delete_queue(url: str, name: str) -> None:
         kombu.Queue(name)(conn.channel()).delete()
 
 
-def fetch_all(
-    url: str, queue: str, *, at_least: int = 0, timeout: float = 10.0
-) -> list[kombu.Message]:
+def fetch_all(url: str, queue: str, *, at_least: int = 0, timeout: float = 10.0) -> list[kombu.Message]:
     """Take every message in `queue`, waiting up to `timeout` for at least `at_least` of them."""
     messages: list[kombu.Message] = []
     deadline = time.monotonic() + timeout

@@ -43,9 +43,7 @@ def run_concurrently(functions: list[Callable[[], Any]], *, timeout: float) -> l
         except BaseException as error:  # noqa: B036 - reported to the test's thread below
             errors.append(error)
 
-    threads = [
-        threading.Thread(target=run, args=item, daemon=True) for item in enumerate(functions)
-    ]
+    threads = [threading.Thread(target=run, args=item, daemon=True) for item in enumerate(functions)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -18,16 +18,25 @@ from events.context import CommandContext
 NAMESPACE = uuid.UUID("6f1d2c9e-3f7a-4c59-9d0e-5e4b0a8f1c21")
 STAFF_GROUP = "Shelter staff"
 STAFF_PERMISSIONS = [
-    ("adoptions", "view_shelter"), ("adoptions", "view_customer"),
-    ("adoptions", "view_petrecord"), ("adoptions", "add_petrecord"), ("adoptions", "change_petrecord"),
-    ("adoptions", "view_adoption"), ("events", "view_outboxmessage"), ("events", "view_storedevent"),
+    ("adoptions", "view_shelter"),
+    ("adoptions", "view_customer"),
+    ("adoptions", "view_petrecord"),
+    ("adoptions", "add_petrecord"),
+    ("adoptions", "change_petrecord"),
+    ("adoptions", "view_adoption"),
+    ("events", "view_outboxmessage"),
+    ("events", "view_storedevent"),
     # What the adoption steps wrote, all read-only in the admin.
-    ("adoptions", "view_vetappointment"), ("adoptions", "view_welcomepackage"),
-    ("adoptions", "view_shelterinventory"), ("adoptions", "view_adoptionstats"),
-    ("notifications", "view_sentemail"), ("notifications", "view_certificate"),
+    ("adoptions", "view_vetappointment"),
+    ("adoptions", "view_welcomepackage"),
+    ("adoptions", "view_shelterinventory"),
+    ("adoptions", "view_adoptionstats"),
+    ("notifications", "view_sentemail"),
+    ("notifications", "view_certificate"),
     # change_delivery edits nothing (the admin has no delivery form): it is the permission to
     # redrive dead deliveries and retry an adoption's dead step (adoptions.permissions).
-    ("events", "view_delivery"), ("events", "change_delivery"),
+    ("events", "view_delivery"),
+    ("events", "change_delivery"),
 ]
 
 SHELTERS = [
@@ -36,9 +45,16 @@ SHELTERS = [
 ]
 CUSTOMERS = [("alice", "Alice Adopter", "alice@example.com"), ("bob", "Bob Bringhome", "bob@example.com")]
 PETS = [  # name, species, age, shelter index
-    ("Buddy", "dog", 2, 0), ("Max", "cat", 1, 0), ("Kiwi", "bird", 3, 0), ("Clover", "rabbit", 1, 0),
-    ("Luna", "cat", 4, 0), ("Rex", "dog", 6, 1), ("Pip", "bird", 1, 1), ("Thumper", "rabbit", 2, 1),
-    ("Mittens", "cat", 8, 1), ("Biscuit", "dog", 0, 1),
+    ("Buddy", "dog", 2, 0),
+    ("Max", "cat", 1, 0),
+    ("Kiwi", "bird", 3, 0),
+    ("Clover", "rabbit", 1, 0),
+    ("Luna", "cat", 4, 0),
+    ("Rex", "dog", 6, 1),
+    ("Pip", "bird", 1, 1),
+    ("Thumper", "rabbit", 2, 1),
+    ("Mittens", "cat", 8, 1),
+    ("Biscuit", "dog", 0, 1),
 ]
 
 
@@ -86,10 +102,12 @@ class Command(BaseCommand):
         if as_json:
             self.stdout.write(json.dumps(summary, indent=2))
         else:
-            self.stdout.write(self.style.SUCCESS(
-                f"demo data ready: {len(shelters)} shelters, {len(customers)} customers, {len(pets)} pets "
-                "(log in at /admin/ as admin / petstore-admin)"
-            ))
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"demo data ready: {len(shelters)} shelters, {len(customers)} customers, "
+                    f"{len(pets)} pets (log in at /admin/ as admin / petstore-admin)"
+                )
+            )
 
     def _user(self, username, password, *, email="", is_staff=False, is_superuser=False):
         user, created = get_user_model().objects.get_or_create(
@@ -106,7 +124,9 @@ class Command(BaseCommand):
     def _staff_group(self) -> Group:
         group, _ = Group.objects.get_or_create(name=STAFF_GROUP)
         for app_label, codename in STAFF_PERMISSIONS:
-            group.permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+            group.permissions.add(
+                Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            )
         return group
 
     def _pet(self, name, species, age, shelter) -> PetRecord:
@@ -114,7 +134,11 @@ class Command(BaseCommand):
         existing = PetRecord.objects.filter(id=pet_id).first()
         if existing is None:
             services.pet_register(
-                pet_id=pet_id, shelter=shelter, name=name, species=species, age=age,
+                pet_id=pet_id,
+                shelter=shelter,
+                name=name,
+                species=species,
+                age=age,
                 context=CommandContext.system(causation_id="seed_demo"),
             )
             existing = PetRecord.objects.get(id=pet_id)
@@ -130,14 +154,16 @@ class Command(BaseCommand):
 
         return {
             "admin": login(admin),
-            "shelters": [
-                {"id": str(s.id), "name": s.name, "staff": login(staff)} for s, staff in shelters
-            ],
-            "customers": [
-                {"id": str(c.id), "email": c.email, **login(c.user)} for c in customers
-            ],
+            "shelters": [{"id": str(s.id), "name": s.name, "staff": login(staff)} for s, staff in shelters],
+            "customers": [{"id": str(c.id), "email": c.email, **login(c.user)} for c in customers],
             "pets": [
-                {"id": str(p.id), "name": p.name, "species": p.species, "age": p.age, "shelterId": str(p.shelter_id)}
+                {
+                    "id": str(p.id),
+                    "name": p.name,
+                    "species": p.species,
+                    "age": p.age,
+                    "shelterId": str(p.shelter_id),
+                }
                 for p in pets
             ],
         }
