@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import path, re_path
 
 from adoptions import api
+from readmodels import api as queries
 from petstore.api_errors import api_not_found
 
 handler400 = "petstore.api_errors.api_bad_request"
@@ -24,6 +25,13 @@ api_patterns = [
     ),
     path("api/pets/<uuid:pet_id>", api.PetDetailView.as_view(), name="pet-detail"),
     path("api/pets/<uuid:pet_id>/events", api.PetEventsView.as_view(), name="pet-events"),
+    path("api/queries/available-pets", queries.AvailablePetsView.as_view(), name="available-pets"),
+    path(
+        "api/queries/adoption-history/<uuid:pet_id>",
+        queries.AdoptionHistoryView.as_view(),
+        name="adoption-history",
+    ),
+    path("api/queries/shelter-dashboard", queries.ShelterDashboardView.as_view(), name="shelter-dashboard"),
 ]
 
 urlpatterns = [

@@ -179,6 +179,12 @@ RELAY_SWEEP_SECONDS = env.float("RELAY_SWEEP_SECONDS", default=1.0)
 # RabbitMQ's consumer_timeout (default 30 min): every handler's time limit must stay below it.
 RABBITMQ_CONSUMER_TIMEOUT_SECONDS = env.int("RABBITMQ_CONSUMER_TIMEOUT_SECONDS", default=1800)
 
+# Projections: events per batch, and how often the projector looks without a wake-up.
+PROJECTION_BATCH_SIZE = env.int("PROJECTION_BATCH_SIZE", default=1000)
+PROJECTION_SWEEP_SECONDS = env.float("PROJECTION_SWEEP_SECONDS", default=1.0)
+#: How long a query with minPosition waits for its projection (read-your-writes).
+PROJECTION_WAIT_SECONDS = env.float("PROJECTION_WAIT_SECONDS", default=3.0)
+
 # Handler retries: exponential backoff with jitter, kept in the outbox (not as broker ETAs).
 HANDLER_MAX_ATTEMPTS = env.int("HANDLER_MAX_ATTEMPTS", default=6)
 HANDLER_RETRY_BASE_SECONDS = env.float("HANDLER_RETRY_BASE_SECONDS", default=5.0)

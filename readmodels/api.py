@@ -1,0 +1,152 @@
+"""The query side of the API: fast answers from the read models, eventually consistent.
+
+Each response names the projection's position (X-Projection-Position). A client that just
+sent a command passes the position it got back as `minPosition`, and the query waits (a few
+seconds at most) until the read model has caught up with it: read-your-writes over HTTP.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.utils import timezone
+from rest_framework import serializers
+from rest_framework.pagination import CursorPagination
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from adoptions.api import NotFound
+from adoptions.models import PetRecord
+from adoptions.permissions import managed_shelter_ids, manages_shelter
+from events.catalogue import Species
+from petstore.api_errors import error_response
+
+from . import selectors
+
+
+class AvailablePetsQuery(serializers.Serializer):
+    species = serializers.ChoiceField(choices=[s.value for s in Species], required=False)
+    max_age = serializers.IntegerField(min_value=0, required=False)
+    shelter_id = serializers.UUIDField(required=False)
+    min_position = serializers.IntegerField(min_value=1, required=False)
+    cursor = serializers.CharField(required=False)
+
+
+class MinPositionQuery(serializers.Serializer):
+    min_position = serializers.IntegerField(min_value=1, required=False)
+
+
+class AvailablePetOutput(serializers.Serializer):
+    pet_id = serializers.UUIDField()
+    name = serializers.CharField()
+    species = serializers.CharField()
+    age = serializers.IntegerField()
+    shelter_id = serializers.UUIDField()
+    shelter_name = serializers.CharField()
+    photo_url = serializers.CharField()
+    available_since = serializers.DateTimeField()
+    days_available = serializers.SerializerMethodField()
+
+    def get_days_available(self, listing) -> int:
+        return (timezone.now() - listing.available_since).days
+
+
+class AdoptionHistoryOutput(serializers.Serializer):
+    kind = serializers.CharField()
+    adoption_id = serializers.UUIDField()
+    customer_id = serializers.UUIDField()
+    customer_name = serializers.CharField()
+    reason = serializers.CharField()
+    occurred_at = serializers.DateTimeField()
+    position = serializers.IntegerField()
+
+
+class LongestWaitingFirst(CursorPagination):
+    page_size = 20
+    ordering = ("available_since", "pet_id")
+
+
+def query_params(serializer_class, request) -> dict:
+    # The camelCase parser only handles bodies: query strings arrive as sent.
+    data = {_snake(k): v for k, v in request.query_params.items()}
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
+
+
+def caught_up_or_503(projections: list[str], min_position: int | None):
+    """Return an error response if the read model has not reached min_position in time."""
+    if min_position is None:
+        return None
+    try:
+        if selectors.wait_until_projected(
+            projections, min_position, timeout=settings.PROJECTION_WAIT_SECONDS
+        ):
+            return None
+    except selectors.UnknownPosition:
+        return error_response(400, "unknown_position", f"No event has position {min_position}.")
+    failed = selectors.failed_projections(projections)
+    code, message = (
+        ("projection_failed", f"{', '.join(failed)} stopped on an event; staff have been told.")
+        if failed
+        else ("projection_behind", "The read model has not caught up yet; retry shortly.")
+    )
+    return error_response(503, code, message, {"min_position": min_position}, headers={"Retry-After": "1"})
+
+
+def with_position(response: Response, projection: str) -> Response:
+    response["X-Projection-Position"] = str(selectors.projection_position(projection))
+    return response
+
+
+class AvailablePetsView(APIView):
+    """GET /api/queries/available-pets — public, like a shelter's window."""
+
+    permission_classes = [AllowAny]
+
+    def get(self, request):
+        params = query_params(AvailablePetsQuery, request)
+        if (behind := caught_up_or_503(["available_pets"], params.get("min_position"))) is not None:
+            return behind
+        pets = selectors.available_pet_list(
+            species=params.get("species"), max_age=params.get("max_age"), shelter_id=params.get("shelter_id")
+        )
+        paginator = LongestWaitingFirst()
+        page = paginator.paginate_queryset(pets, request, view=self)
+        response = paginator.get_paginated_response(AvailablePetOutput(page, many=True).data)
+        return with_position(response, "available_pets")
+
+
+class AdoptionHistoryView(APIView):
+    """GET /api/queries/adoption-history/{petId} — staff of the pet's shelter."""
+
+    def get(self, request, pet_id):
+        params = query_params(MinPositionQuery, request)
+        pet = PetRecord.objects.filter(id=pet_id).first()
+        if pet is None:
+            raise NotFound("pet_not_found", f"Pet {pet_id} does not exist.")
+        if not manages_shelter(request.user, pet.shelter_id):
+            return error_response(403, "forbidden", "Only staff of this pet's shelter may read its history.")
+        if (behind := caught_up_or_503(["adoption_history"], params.get("min_position"))) is not None:
+            return behind
+        entries = selectors.adoption_history_list(pet_id=pet_id)
+        body = {"pet_id": pet_id, "entries": AdoptionHistoryOutput(entries, many=True).data}
+        return with_position(Response(body), "adoption_history")
+
+
+class ShelterDashboardView(APIView):
+    """GET /api/queries/shelter-dashboard — each of the caller's shelters (all for admins)."""
+
+    def get(self, request):
+        params = query_params(MinPositionQuery, request)
+        managed = managed_shelter_ids(request.user)
+        if managed is not None and not managed:
+            return error_response(403, "forbidden", "Only shelter staff have a dashboard.")
+        if behind := caught_up_or_503(["shelter_dashboard", "adoption_history"], params.get("min_position")):
+            return behind
+        body = {"shelters": selectors.shelter_dashboard_list(shelter_ids=managed)}
+        return with_position(Response(body), "shelter_dashboard")

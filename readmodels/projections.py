@@ -1,0 +1,149 @@
+"""The read models, one small function per event type.
+
+Each function changes rows through the batch (`batch.get` / `batch.put`); the framework in
+readmodels/projector.py writes them in bulk with the checkpoint, in one transaction.
+"""
+
+from __future__ import annotations
+
+from adoptions.models import Customer, PetRecord, Shelter
+from events.store import RecordedEvent
+
+from .models import AdoptionHistoryEntry, PetListing, ShelterDashboard
+from .projector import Batch, projection
+
+available_pets = projection("available_pets", tables=(PetListing,), keyed_by_stream=(PetListing,))
+adoption_history = projection("adoption_history", tables=(AdoptionHistoryEntry,))
+shelter_dashboard = projection(
+    "shelter_dashboard", tables=(ShelterDashboard,), replayable_from_any_point=False
+)
+
+
+def shelter_name(batch: Batch, shelter_id) -> str:
+    names = batch.memo.get("shelter_names")
+    if names is None or shelter_id not in names:
+        names = batch.memo["shelter_names"] = dict(Shelter.objects.values_list("id", "name"))
+    return names.get(shelter_id, "")
+
+
+# ---------------------------------------------------------------- available_pets
+
+
+@available_pets.on("PetRegistered")
+def list_registered_pet(event: RecordedEvent, batch: Batch) -> None:
+    data = event.event
+    batch.put(
+        PetListing(
+            pet_id=event.stream_id,
+            name=data.name,
+            species=data.species.value,
+            age=data.age,
+            shelter_id=data.shelter_id,
+            shelter_name=shelter_name(batch, data.shelter_id),
+            photo_url=data.photo_url or "",
+            available=True,
+            available_since=event.recorded_at,
+        )
+    )
+
+
+@available_pets.on("PetAdopted")
+def unlist_adopted_pet(event: RecordedEvent, batch: Batch) -> None:
+    listing = batch.get(PetListing, event.stream_id)
+    if listing is not None:
+        listing.available = False
+        batch.put(listing)
+
+
+@available_pets.on("PetReturned")
+def relist_returned_pet(event: RecordedEvent, batch: Batch) -> None:
+    listing = batch.get(PetListing, event.stream_id)
+    if listing is not None:
+        listing.available, listing.available_since = True, event.recorded_at
+        batch.put(listing)
+
+
+@available_pets.on("PetNameChanged")
+def rename_listing(event: RecordedEvent, batch: Batch) -> None:
+    listing = batch.get(PetListing, event.stream_id)
+    if listing is not None:
+        listing.name = event.event.new_name
+        batch.put(listing)
+
+
+# ---------------------------------------------------------------- adoption_history
+
+
+def _pet_shelter(batch: Batch, pet_id, fallback=None):
+    shelters = batch.memo.setdefault("pet_shelters", {})
+    if pet_id not in shelters:
+        shelters[pet_id] = PetRecord.objects.filter(id=pet_id).values_list("shelter_id", flat=True).first()
+    return shelters[pet_id] or fallback
+
+
+def _customer_name(customer_id) -> str:
+    return Customer.objects.filter(id=customer_id).values_list("full_name", flat=True).first() or ""
+
+
+@adoption_history.on("PetAdopted")
+def record_adoption(event: RecordedEvent, batch: Batch) -> None:
+    data = event.event
+    batch.put(
+        AdoptionHistoryEntry(
+            event_id=event.event_id,
+            position=event.position,
+            pet_id=event.stream_id,
+            shelter_id=data.shelter_id or _pet_shelter(batch, event.stream_id),
+            kind=AdoptionHistoryEntry.Kind.ADOPTED,
+            adoption_id=data.adoption_id,
+            customer_id=data.customer_id,
+            customer_name=_customer_name(data.customer_id),
+            occurred_at=event.recorded_at,
+        )
+    )
+
+
+@adoption_history.on("PetReturned")
+def record_return(event: RecordedEvent, batch: Batch) -> None:
+    data = event.event
+    batch.put(
+        AdoptionHistoryEntry(
+            event_id=event.event_id,
+            position=event.position,
+            pet_id=event.stream_id,
+            shelter_id=_pet_shelter(batch, event.stream_id),
+            kind=AdoptionHistoryEntry.Kind.RETURNED,
+            adoption_id=data.adoption_id,
+            reason=data.reason,
+            occurred_at=event.recorded_at,
+        )
+    )
+
+
+# ---------------------------------------------------------------- shelter_dashboard
+
+
+def _dashboard(batch: Batch, shelter_id) -> ShelterDashboard:
+    row = batch.get(ShelterDashboard, shelter_id)
+    return row or ShelterDashboard(shelter_id=shelter_id, shelter_name=shelter_name(batch, shelter_id))
+
+
+@shelter_dashboard.on("PetRegistered")
+def count_registration(event: RecordedEvent, batch: Batch) -> None:
+    row = _dashboard(batch, event.event.shelter_id)
+    row.available += 1
+    batch.put(row)
+
+
+@shelter_dashboard.on("PetAdopted")
+def count_adoption(event: RecordedEvent, batch: Batch) -> None:
+    row = _dashboard(batch, event.event.shelter_id or _pet_shelter(batch, event.stream_id))
+    row.available, row.adopted = row.available - 1, row.adopted + 1
+    batch.put(row)
+
+
+@shelter_dashboard.on("PetReturned")
+def count_return(event: RecordedEvent, batch: Batch) -> None:
+    row = _dashboard(batch, _pet_shelter(batch, event.stream_id))
+    row.available, row.adopted, row.returned = row.available + 1, row.adopted - 1, row.returned + 1
+    batch.put(row)

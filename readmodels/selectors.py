@@ -1,0 +1,92 @@
+"""Reads of the query tables, always from the projection's live generation."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from uuid import UUID
+
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
+
+from events.store import LogPosition, log_position_of
+
+from .models import AdoptionHistoryEntry, PetListing, ProjectionState, ShelterDashboard
+from .projector import live_generation, state_of
+
+
+def available_pet_list(
+    *, species: str | None = None, max_age: int | None = None, shelter_id: UUID | None = None
+) -> QuerySet[PetListing]:
+    """Available pets, longest waiting first."""
+    pets = PetListing.objects.filter(generation=live_generation("available_pets"), available=True)
+    if species:
+        pets = pets.filter(species=species)
+    if max_age is not None:
+        pets = pets.filter(age__lte=max_age)
+    if shelter_id:
+        pets = pets.filter(shelter_id=shelter_id)
+    return pets.order_by("available_since", "pet_id")
+
+
+def adoption_history_list(*, pet_id: UUID) -> QuerySet[AdoptionHistoryEntry]:
+    generation = live_generation("adoption_history")
+    return AdoptionHistoryEntry.objects.filter(generation=generation, pet_id=pet_id).order_by("position")
+
+
+def shelter_dashboard_list(*, shelter_ids: set[UUID] | None) -> list[dict]:
+    """Counts per shelter, with this week's adoptions counted at query time (right every day)."""
+    rows = ShelterDashboard.objects.filter(generation=live_generation("shelter_dashboard"))
+    if shelter_ids is not None:
+        rows = rows.filter(shelter_id__in=shelter_ids)
+    week_start = timezone.localdate() - timedelta(days=timezone.localdate().weekday())
+    this_week = dict(
+        AdoptionHistoryEntry.objects.filter(
+            generation=live_generation("adoption_history"),
+            kind=AdoptionHistoryEntry.Kind.ADOPTED,
+            occurred_at__date__gte=week_start,
+        )
+        .values("shelter_id")
+        .annotate(n=Count("id"))
+        .values_list("shelter_id", "n")
+    )
+    return [
+        {
+            "shelter_id": row.shelter_id,
+            "shelter_name": row.shelter_name,
+            "available": row.available,
+            "adopted": row.adopted,
+            "returned": row.returned,
+            "adoptions_this_week": this_week.get(row.shelter_id, 0),
+        }
+        for row in rows.order_by("shelter_name")
+    ]
+
+
+def projection_position(name: str) -> int:
+    return state_of(name).position
+
+
+class UnknownPosition(LookupError):
+    pass
+
+
+def wait_until_projected(names: list[str], position: int, *, timeout: float) -> bool:
+    """Wait (bounded) until each projection has applied the event at `position`."""
+    target = log_position_of(position)
+    if target is None:
+        raise UnknownPosition(position)
+    deadline = time.monotonic() + timeout
+    while True:
+        states = ProjectionState.objects.filter(name__in=names).values_list("transaction_id", "position")
+        reached = [LogPosition(*s) >= target for s in states]
+        if len(reached) == len(names) and all(reached):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def failed_projections(names: list[str]) -> list[str]:
+    failed = Q(status=ProjectionState.Status.FAILED)
+    return list(ProjectionState.objects.filter(failed, name__in=names).values_list("name", flat=True))
