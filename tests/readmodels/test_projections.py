@@ -1,7 +1,6 @@
 """Projections follow the log exactly once; rebuilds and replays give the same tables."""
 
 import random
-import time
 from io import StringIO
 
 import pytest
@@ -11,28 +10,13 @@ from adoptions import services
 from events.context import CommandContext
 from readmodels.models import AdoptionHistoryEntry, PetListing, ProjectionDeadLetter, ShelterDashboard
 from readmodels.projections import available_pets
-from readmodels.projector import PROJECTIONS, catch_up, lag, rebuild, reset, resume, state_of
-from readmodels.runner import catch_up_all as catch_up_visible
+from readmodels.projector import PROJECTIONS, catch_up, rebuild, reset, resume, state_of
 from tests.factories import CustomerFactory, register_pet
+from tests.readmodels.conftest import project as catch_up_all
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CONTEXT = CommandContext.system()
-
-
-def catch_up_all(timeout: float = 10.0) -> None:
-    """Catch every projection up with every committed event.
-
-    The log's horizon is shared by the whole PostgreSQL server: a transaction left open by
-    another session holds events back for a moment, so poll until nothing is behind.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        catch_up_visible()
-        behind = [n for n in PROJECTIONS if state_of(n).status == "running" and lag(n).events]
-        if not behind or time.monotonic() > deadline:
-            return
-        time.sleep(0.05)
 
 
 def listing_rows() -> list[tuple]:

@@ -1,0 +1,177 @@
+"""The query endpoints: filters, pages, permissions, positions and read-your-writes."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from events.models import StoredEvent
+from readmodels.models import PetListing
+from readmodels.projector import state_of
+from tests.conftest import client_for
+from tests.factories import register_pet
+from tests.readmodels.conftest import project as catch_up_all
+
+# Transactional: projections read only committed events (the test's own transaction is not).
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def listed(response) -> list[str]:
+    return [p["name"] for p in response.json()["results"]]
+
+
+def test_available_pets_are_listed_longest_waiting_first_with_days_available(api_client, shelter):
+    for name in ("First", "Second", "Third"):
+        register_pet(shelter=shelter, name=name)
+    catch_up_all()
+    gen = state_of("available_pets").generation
+    PetListing.objects.filter(generation=gen, name="Third").update(
+        available_since=timezone.now() - timedelta(days=45)
+    )
+
+    response = api_client.get("/api/queries/available-pets")
+
+    assert response.status_code == 200
+    assert listed(response) == ["Third", "First", "Second"]
+    first = response.json()["results"][0]
+    assert first["daysAvailable"] == 45 and first["shelterName"] == shelter.name
+    assert int(response["X-Projection-Position"]) == state_of("available_pets").position
+
+
+def test_adopted_pets_leave_the_list_and_returned_ones_come_back(
+    api_client, staff_client, customer_client, shelter
+):
+    pet = register_pet(shelter=shelter, name="Buddy")
+    customer_client.post("/api/adoptions", {"petId": str(pet.id)}, format="json")
+    catch_up_all()
+    assert listed(api_client.get("/api/queries/available-pets")) == []
+
+    staff_client.post(
+        "/api/commands/return-pet", {"petId": str(pet.id), "reason": "allergies"}, format="json"
+    )
+    catch_up_all()
+    assert listed(api_client.get("/api/queries/available-pets")) == ["Buddy"]
+
+
+def test_filters_by_species_age_and_shelter(api_client, shelter, other_shelter):
+    register_pet(shelter=shelter, name="Dog", species="dog", age=2)
+    register_pet(shelter=shelter, name="OldCat", species="cat", age=9)
+    register_pet(shelter=other_shelter, name="Cat", species="cat", age=1)
+    catch_up_all()
+
+    def names(**params):
+        return sorted(listed(api_client.get("/api/queries/available-pets", params)))
+
+    assert names(species="cat") == ["Cat", "OldCat"]
+    assert names(species="cat", maxAge=5) == ["Cat"]
+    assert names(shelterId=str(other_shelter.id)) == ["Cat"]
+
+
+@pytest.mark.parametrize(
+    "params, field",
+    [({"species": "lizard"}, "species"), ({"maxAge": "-1"}, "maxAge"), ({"shelterId": "x"}, "shelterId")],
+)
+def test_invalid_filters_are_400s(api_client, params, field):
+    response = api_client.get("/api/queries/available-pets", params)
+    assert response.status_code == 400
+    assert field in response.json()["error"]["details"]["fields"]
+
+
+def test_pages_of_twenty_with_next_and_previous_links(api_client, shelter):
+    for i in range(25):
+        register_pet(shelter=shelter, name=f"Pet{i:02}")
+    catch_up_all()
+
+    first = api_client.get("/api/queries/available-pets").json()
+    second = api_client.get(first["next"]).json()
+
+    assert len(first["results"]) == 20 and len(second["results"]) == 5
+    assert first["previous"] is None and second["previous"]
+    assert {p["petId"] for p in first["results"]}.isdisjoint(p["petId"] for p in second["results"])
+
+
+def test_adoption_history_lists_adoptions_and_returns_for_shelter_staff_only(
+    staff_client, customer_client, customer, other_staff, shelter
+):
+    pet = register_pet(shelter=shelter)
+    customer_client.post("/api/adoptions", {"petId": str(pet.id)}, format="json")
+    staff_client.post(
+        "/api/commands/return-pet", {"petId": str(pet.id), "reason": "allergies"}, format="json"
+    )
+    catch_up_all()
+
+    response = staff_client.get(f"/api/queries/adoption-history/{pet.id}")
+
+    entries = response.json()["entries"]
+    assert [e["kind"] for e in entries] == ["adopted", "returned"]
+    assert entries[0]["customerName"] == customer.full_name and entries[1]["reason"] == "allergies"
+    assert client_for(other_staff).get(f"/api/queries/adoption-history/{pet.id}").status_code == 403
+    assert customer_client.get(f"/api/queries/adoption-history/{pet.id}").status_code == 403
+    missing = staff_client.get("/api/queries/adoption-history/00000000-0000-0000-0000-000000000000")
+    assert missing.status_code == 404
+
+
+def test_shelter_dashboard_counts_for_the_staffs_shelters(
+    staff_client, customer_client, shelter, other_shelter
+):
+    adopted = register_pet(shelter=shelter, name="A")
+    register_pet(shelter=shelter, name="B")
+    register_pet(shelter=other_shelter, name="C")
+    customer_client.post("/api/adoptions", {"petId": str(adopted.id)}, format="json")
+    catch_up_all()
+
+    body = staff_client.get("/api/queries/shelter-dashboard").json()
+
+    assert body["shelters"] == [
+        {
+            "shelterId": str(shelter.id),
+            "shelterName": shelter.name,
+            "available": 1,
+            "adopted": 1,
+            "returned": 0,
+            "adoptionsThisWeek": 1,
+        }
+    ]
+    assert customer_client.get("/api/queries/shelter-dashboard").status_code == 403
+
+
+def test_min_position_beyond_the_projection_is_a_503_after_a_bounded_wait(api_client, shelter, settings):
+    settings.PROJECTION_WAIT_SECONDS = 0.2
+    pet = register_pet(shelter=shelter)  # not projected yet
+    position = StoredEvent.objects.get(stream_id=pet.id).position
+
+    response = api_client.get("/api/queries/available-pets", {"minPosition": position})
+
+    assert response.status_code == 503 and response.json()["error"]["code"] == "projection_behind"
+    assert response["Retry-After"] == "1"
+
+
+def test_min_position_of_no_event_is_a_400(api_client):
+    response = api_client.get("/api/queries/available-pets", {"minPosition": 10**9})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "unknown_position"
+
+
+def test_read_your_writes_waits_for_the_projector(require_postgres, api_client, staff_client, shelter):
+    response = staff_client.post(
+        "/api/commands/register-pet",
+        {"name": "Nova", "species": "dog", "age": 3, "shelterId": str(shelter.id)},
+        format="json",
+    )
+    position = response.json()["position"]
+
+    def projector_a_moment_later():
+        try:
+            threading.Event().wait(0.3)
+            catch_up_all()
+        finally:
+            connection.close()
+
+    projector = threading.Thread(target=projector_a_moment_later)
+    projector.start()
+    query = api_client.get("/api/queries/available-pets", {"minPosition": position})
+    projector.join()
+
+    assert query.status_code == 200 and listed(query) == ["Nova"]
+    assert int(query["X-Projection-Position"]) >= position
