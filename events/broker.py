@@ -4,7 +4,9 @@ On AMQP the relay publishes a whole batch with `mandatory` set on a channel in c
 and then waits for the broker's acks: one round trip per batch instead of one per message.
 A message no queue is bound for goes to the alternate exchange and its `petstore.unrouted`
 queue (kept, visible to operators); if even that fails, the broker returns it and the row
-stays unsent. Other kombu transports (the embedded filesystem broker) have no confirms.
+stays unsent. Every event is also appended, in the same batch, to the RabbitMQ stream
+`petstore.events.stream` (a replayable log, see events/stream.py) through its own fanout
+exchange. Other kombu transports (the embedded filesystem broker) have no confirms and no streams.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import socket
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import amqp
@@ -45,7 +47,19 @@ def unrouted_queue() -> kombu.Queue:
     return kombu.Queue(UNROUTED_QUEUE, exchange, durable=True)
 
 
-def declare_topology(channel) -> None:
+def events_stream() -> kombu.Queue:
+    """The replayable log: a RabbitMQ stream of every event, kept for EVENTS_STREAM_MAX_AGE.
+
+    It hangs off a fanout exchange of its own, not off petstore.events with `#`: such a
+    binding would make every routing key routable and the alternate exchange would never
+    see an unroutable event again.
+    """
+    exchange = kombu.Exchange(settings.EVENTS_STREAM_EXCHANGE, type="fanout", durable=True)
+    arguments = {"x-queue-type": "stream", "x-max-age": settings.EVENTS_STREAM_MAX_AGE}
+    return kombu.Queue(settings.EVENTS_STREAM_NAME, exchange, durable=True, queue_arguments=arguments)
+
+
+def declare_topology(channel, *, stream: bool | None = None) -> None:
     """Declare the exchanges and queues the relay's messages rely on (idempotent).
 
     Infrastructure declares them, not consumers starting up: a handler queue must exist
@@ -55,6 +69,10 @@ def declare_topology(channel) -> None:
     events_exchange()(channel).declare()
     for queue in settings.CELERY_TASK_QUEUES:
         queue(channel).declare()
+    if stream is None:  # streams are RabbitMQ's: the embedded broker has none
+        stream = settings.EVENTS_STREAM_ENABLED and isinstance(channel, amqp.Channel)
+    if stream:
+        events_stream()(channel).declare()
 
 
 def broker_connection(url: str | None = None, *, timeout: float | None = None) -> kombu.Connection:
@@ -94,7 +112,7 @@ class Envelope:
 
     @property
     def key(self) -> str:
-        return f"{self.properties.get('message_id')}|{self.routing_key}"
+        return f"{self.exchange}|{self.properties.get('message_id')}|{self.routing_key}"
 
 
 def event_envelope(message: OutboxMessage) -> Envelope:
@@ -131,13 +149,21 @@ def task_envelope(row_id: int, handler: Handler, event_id) -> Envelope:
     return Envelope(row_id, handler.queue, handler.queue, body, properties)
 
 
-def envelopes_for(message: OutboxMessage) -> list[Envelope]:
-    """An event row fans out to its channel and every subscribed handler; a handler row to one."""
+def stream_envelope(message: OutboxMessage) -> Envelope:
+    """The same event again, for the stream; the fanout exchange keeps its routing key."""
+    return replace(event_envelope(message), exchange=settings.EVENTS_STREAM_EXCHANGE)
+
+
+def envelopes_for(message: OutboxMessage, *, stream: bool = False) -> list[Envelope]:
+    """An event row fans out to its channel (and the stream) and every subscribed handler.
+
+    A handler row is one task message, for one handler's queue.
+    """
     if message.handler:
         return [task_envelope(message.id, HANDLERS[message.handler], message.event_id)]
-    return [event_envelope(message)] + [
-        task_envelope(message.id, handler, message.event_id) for handler in handlers_for(message.message_name)
-    ]
+    events = [event_envelope(message)] + ([stream_envelope(message)] if stream else [])
+    handlers = handlers_for(message.message_name)
+    return events + [task_envelope(message.id, handler, message.event_id) for handler in handlers]
 
 
 def settle(messages: list[OutboxMessage], failures: dict[int, str]) -> PublishResult:
@@ -154,9 +180,12 @@ def settle(messages: list[OutboxMessage], failures: dict[int, str]) -> PublishRe
 class ConfirmingPublisher:
     """Publish batches on one AMQP channel in confirm mode; (re)connect on demand."""
 
-    def __init__(self, url: str | None = None, *, confirm_timeout: float | None = None) -> None:
+    def __init__(
+        self, url: str | None = None, *, confirm_timeout: float | None = None, stream: bool | None = None
+    ) -> None:
         self.url = url
         self.confirm_timeout = confirm_timeout or settings.RELAY_CONFIRM_TIMEOUT_SECONDS
+        self.stream = settings.EVENTS_STREAM_ENABLED if stream is None else stream
         self.connection: kombu.Connection | None = None
         self.channel = None
         self._next_tag = 0
@@ -168,7 +197,7 @@ class ConfirmingPublisher:
         self.connection = broker_connection(self.url, timeout=self.confirm_timeout)
         self.connection.connect()
         self.channel = self.connection.channel()
-        declare_topology(self.channel)
+        declare_topology(self.channel, stream=self.stream)
         self.channel.confirm_select()
         self.channel.events["basic_ack"].add(self._on_ack)
         self.channel.events["basic_nack"].add(self._on_nack)
@@ -190,7 +219,7 @@ class ConfirmingPublisher:
 
     def _on_return(self, error, exchange, routing_key, message) -> None:
         # py-amqp calls basic_return handlers with (exception, exchange, routing_key, message).
-        key = f"{message.properties.get('message_id')}|{routing_key}"
+        key = f"{exchange}|{message.properties.get('message_id')}|{routing_key}"
         reason = f"{error.reply_code} {error.reply_text}"
         self._returned[key] = f"unroutable ({reason}) on {exchange}/{routing_key}"
 
@@ -210,7 +239,7 @@ class ConfirmingPublisher:
         self._outstanding.clear(), self._nacked.clear(), self._returned.clear()
         tags: dict[int, Envelope] = {}
         for message in messages:
-            for envelope in envelopes_for(message):
+            for envelope in envelopes_for(message, stream=self.stream):
                 self._next_tag += 1
                 tags[self._next_tag] = envelope
                 self._outstanding.add(self._next_tag)
@@ -244,7 +273,7 @@ class ConfirmingPublisher:
 
 
 class KombuPublisher:
-    """Publish through any kombu transport without confirms (the embedded broker)."""
+    """Publish through any kombu transport without confirms or a stream (the embedded broker)."""
 
     def __init__(self, url: str | None = None) -> None:
         self.url = url
@@ -256,7 +285,7 @@ class KombuPublisher:
             if self.producer is None:
                 self.connection = broker_connection(self.url)
                 channel = self.connection.channel()
-                declare_topology(channel)
+                declare_topology(channel, stream=False)
                 self.producer = kombu.Producer(channel)
             for message in messages:
                 for envelope in envelopes_for(message):

@@ -4,8 +4,8 @@ from django.contrib import admin
 from django.urls import path, re_path
 
 from adoptions import api
-from readmodels import api as queries
 from petstore.api_errors import api_not_found
+from readmodels import api as queries
 
 handler400 = "petstore.api_errors.api_bad_request"
 handler404 = "petstore.api_errors.api_not_found"

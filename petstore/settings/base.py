@@ -170,6 +170,11 @@ CELERY_TIMEZONE = TIME_ZONE
 # --- Event log, outbox and relay ---
 EVENTS_EXCHANGE = env.str("EVENTS_EXCHANGE", default="petstore.events")
 EVENTS_UNROUTED_EXCHANGE = env.str("EVENTS_UNROUTED_EXCHANGE", default="petstore.unrouted")
+# A replayable copy of every event: a RabbitMQ stream behind a fanout exchange (AMQP brokers only).
+EVENTS_STREAM_ENABLED = env.bool("EVENTS_STREAM_ENABLED", default=True)
+EVENTS_STREAM_NAME = env.str("EVENTS_STREAM_NAME", default="petstore.events.stream")
+EVENTS_STREAM_EXCHANGE = env.str("EVENTS_STREAM_EXCHANGE", default="petstore.events.log")
+EVENTS_STREAM_MAX_AGE = env.str("EVENTS_STREAM_MAX_AGE", default="30D")  # x-max-age: Y M D h m s
 EVENTS_SNAPSHOT_EVERY = env.int("EVENTS_SNAPSHOT_EVERY", default=100)
 RELAY_BATCH_SIZE = env.int("RELAY_BATCH_SIZE", default=500)
 RELAY_LEASE_SECONDS = env.int("RELAY_LEASE_SECONDS", default=30)

@@ -6,7 +6,7 @@ from events.broker import broker_connection, declare_topology
 
 
 class Command(BaseCommand):
-    help = "Declare petstore.events, its alternate exchange and the petstore.unrouted queue."
+    help = "Declare petstore.events, its alternate exchange, petstore.unrouted and the event stream."
 
     def handle(self, *args, **options):
         with broker_connection() as conn:
