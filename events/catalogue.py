@@ -182,7 +182,7 @@ def _tidy_schema(schema: dict[str, Any]) -> dict[str, Any]:
 class PetAvailable(Message):
     pet_id: UUID
     species: Species
-    age: int = Field(ge=0)
+    age: int | None = Field(default=None, ge=0)  # optional in the guide's contract
     name: str | None = None
     shelter_id: UUID | None = None
     timestamp: datetime

@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import path, re_path
 
 from adoptions import api
+from events import api as contract
 from petstore.api_errors import api_not_found
 from readmodels import api as queries
 
@@ -25,6 +26,9 @@ api_patterns = [
     ),
     path("api/pets/<uuid:pet_id>", api.PetDetailView.as_view(), name="pet-detail"),
     path("api/pets/<uuid:pet_id>/events", api.PetEventsView.as_view(), name="pet-events"),
+    path("api/asyncapi.yaml", contract.AsyncAPIYamlView.as_view(), name="asyncapi-yaml"),
+    path("api/asyncapi.json", contract.AsyncAPIJsonView.as_view(), name="asyncapi-json"),
+    path("api/asyncapi/", contract.asyncapi_page, name="asyncapi-page"),
     path("api/queries/available-pets", queries.AvailablePetsView.as_view(), name="available-pets"),
     path(
         "api/queries/adoption-history/<uuid:pet_id>",

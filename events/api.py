@@ -1,0 +1,45 @@
+"""The event contract over HTTP: AsyncAPI as YAML, JSON and a readable page (no CDN)."""
+
+import yaml
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import render
+from rest_framework.permissions import AllowAny
+from rest_framework.views import APIView
+
+from .asyncapi import document
+
+
+class AsyncAPIYamlView(APIView):
+    permission_classes = [AllowAny]
+
+    def get(self, request):
+        body = yaml.safe_dump(document(), sort_keys=False, allow_unicode=True)
+        return HttpResponse(body, content_type="application/yaml; charset=utf-8")
+
+
+class AsyncAPIJsonView(APIView):
+    permission_classes = [AllowAny]
+
+    def get(self, request):
+        return JsonResponse(document(), json_dumps_params={"indent": 2})
+
+
+def asyncapi_page(request):
+    """A page built from the document: channels, their messages, schemas and operations."""
+    doc = document()
+    messages = doc["components"]["messages"]
+    channels = [
+        {
+            "id": channel_id,
+            "address": channel["address"],
+            "description": channel["description"],
+            "messages": [messages[ref["$ref"].rsplit("/", 1)[1]] for ref in channel["messages"].values()],
+            "operations": [
+                {"id": op_id, **op}
+                for op_id, op in doc["operations"].items()
+                if op["channel"]["$ref"] == f"#/channels/{channel_id}"
+            ],
+        }
+        for channel_id, channel in doc["channels"].items()
+    ]
+    return render(request, "events/asyncapi.html", {"doc": doc, "channels": channels})
