@@ -62,23 +62,26 @@ def vet_appointment_schedule(*, adoption: Adoption) -> VetAppointment:
 
 
 def welcome_package_send(*, adoption: Adoption) -> WelcomePackage:
-    package, _ = WelcomePackage.objects.get_or_create(
+    # Runs once per adoption: the delivery record commits with this row (see events.delivery).
+    return WelcomePackage.objects.create(
         adoption=adoption,
-        defaults={
-            "ship_to": adoption.customer.address or f"{adoption.customer.full_name} (address to confirm)",
-            "contents": WELCOME_KITS.get(adoption.pet.species, "welcome letter"),
-        },
+        ship_to=adoption.customer.address or f"{adoption.customer.full_name} (address to confirm)",
+        contents=WELCOME_KITS.get(adoption.pet.species, "welcome letter"),
     )
-    return package
+
+
+def _increment(table, key: dict, **deltas: int) -> None:
+    """Add to counters in one UPDATE; the first time, create the row (race-safe) and retry."""
+    changes = {field: F(field) + delta for field, delta in deltas.items()}
+    if table.objects.filter(**key).update(**changes) == 0:
+        table.objects.get_or_create(**key)
+        table.objects.filter(**key).update(**changes)
 
 
 def inventory_apply(*, shelter_id: UUID, available: int = 0, adopted: int = 0, returned: int = 0) -> None:
     """Shift a shelter's counts by the given amounts."""
-    ShelterInventory.objects.get_or_create(shelter_id=shelter_id)
-    ShelterInventory.objects.filter(shelter_id=shelter_id).update(
-        available=F("available") + available,
-        adopted=F("adopted") + adopted,
-        returned=F("returned") + returned,
+    _increment(
+        ShelterInventory, {"shelter_id": shelter_id}, available=available, adopted=adopted, returned=returned
     )
 
 
@@ -89,5 +92,4 @@ def pet_shelter_id(pet_id: UUID) -> UUID:
 def analytics_record(*, adoption: Adoption) -> None:
     day = timezone.localdate(adoption.created_at)
     key = {"shelter_id": adoption.shelter_id, "day": day, "species": adoption.pet.species}
-    AdoptionStats.objects.get_or_create(**key)
-    AdoptionStats.objects.filter(**key).update(adoptions=F("adoptions") + 1)
+    _increment(AdoptionStats, key, adoptions=1)

@@ -147,13 +147,15 @@ def pet_rename(
 def adoption_progress(*, adoption_id: UUID) -> Adoption:
     """Recompute an adoption's status from its steps; complete it exactly once.
 
-    Every step calls this after its own commit, so the last one to finish sees all of them;
-    the row lock makes two steps finishing at the same moment take turns.
+    Each step calls this inside the transaction that records its outcome. The row lock makes
+    two steps finishing at the same moment take turns, and the second then sees the first's
+    committed outcome, so the last step always sees all of them.
     """
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         adoption = Adoption.objects.select_for_update().get(id=adoption_id)
         if adoption.status in (Adoption.Status.COMPLETED, Adoption.Status.RETURNED):
             return adoption
+        before = adoption.status
         statuses = {step.status for step in adoption_steps(adoption)}
         if "dead" in statuses:
             adoption.status = Adoption.Status.NEEDS_ATTENTION
@@ -174,5 +176,6 @@ def adoption_progress(*, adoption_id: UUID) -> Adoption:
             )
         else:
             adoption.status = Adoption.Status.PROCESSING
-        adoption.save(update_fields=["status", "completed_at"])
+        if adoption.status != before:
+            adoption.save(update_fields=["status", "completed_at"])
     return adoption

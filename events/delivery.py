@@ -96,17 +96,40 @@ def deliver(handler_name: str, event_id: UUID) -> str:
     return Status.SUCCEEDED
 
 
+_START = """
+INSERT INTO event_delivery
+    (handler, event_id, event_type, status, attempts, last_error, created_at, started_at)
+VALUES (%s, %s, %s, 'running', 1, '', %s, %s)
+ON CONFLICT (handler, event_id) DO UPDATE
+    SET status = 'running', attempts = event_delivery.attempts + 1, started_at = excluded.started_at
+    WHERE event_delivery.status NOT IN ('succeeded', 'dead')
+RETURNING id, attempts, last_error
+"""
+
+
 def _start(handler: Handler, row: StoredEvent) -> Delivery | None:
-    with transaction.atomic():
-        delivery, _ = Delivery.objects.select_for_update().get_or_create(
-            handler=handler.name, event_id=row.event_id, defaults={"event_type": row.event_type}
-        )
-        if delivery.status in (Status.SUCCEEDED, Status.DEAD):
-            return None
-        delivery.status, delivery.started_at = Status.RUNNING, timezone.now()
-        delivery.attempts += 1
-        delivery.save(update_fields=["status", "started_at", "attempts"])
-    return delivery
+    """Record an attempt (committed at once, so a crash still counts it); None if already done.
+
+    One upsert instead of lock-read-insert-update: this runs for every task.
+    """
+    now = timezone.now()
+    event_id = Delivery._meta.get_field("event_id").get_db_prep_value(row.event_id, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(_START, [handler.name, event_id, row.event_type, now, now])
+        started = cursor.fetchone()
+    if started is None:  # succeeded or dead already: the inbox says skip
+        return None
+    delivery_id, attempts, last_error = started
+    return Delivery(
+        id=delivery_id,
+        handler=handler.name,
+        event_id=row.event_id,
+        event_type=row.event_type,
+        status=Status.RUNNING,
+        attempts=attempts,
+        last_error=last_error,
+        started_at=now,
+    )
 
 
 def _finish(delivery: Delivery, status: str, error: str = "") -> None:
