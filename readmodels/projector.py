@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import models, transaction
-from django.db.models import Q
+from django.db.models import Q, Subquery
 from django.utils import timezone
 
 from events.models import StoredEvent
@@ -124,9 +124,18 @@ class ProjectionFailed(Exception):
 
 
 def state_of(name: str, *, lock: bool = False) -> ProjectionState:
-    ProjectionState.objects.get_or_create(name=name)
+    """Return the projection's state row (creating it the first time), locked if asked."""
     states = ProjectionState.objects.select_for_update() if lock else ProjectionState.objects
-    return states.get(name=name)
+    try:
+        return states.get(name=name)
+    except ProjectionState.DoesNotExist:
+        ProjectionState.objects.get_or_create(name=name)
+        return states.get(name=name)
+
+
+def live_generation_of(name: str) -> Subquery:
+    """The live generation as a subquery, so a read needs no extra round trip."""
+    return Subquery(ProjectionState.objects.filter(name=name).values("generation")[:1])
 
 
 def live_generation(name: str) -> int:

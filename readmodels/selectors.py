@@ -12,14 +12,14 @@ from django.utils import timezone
 from events.store import LogPosition, log_position_of
 
 from .models import AdoptionHistoryEntry, PetListing, ProjectionState, ShelterDashboard
-from .projector import live_generation, state_of
+from .projector import live_generation, live_generation_of, state_of
 
 
 def available_pet_list(
     *, species: str | None = None, max_age: int | None = None, shelter_id: UUID | None = None
 ) -> QuerySet[PetListing]:
     """Available pets, longest waiting first."""
-    pets = PetListing.objects.filter(generation=live_generation("available_pets"), available=True)
+    pets = PetListing.objects.filter(generation=live_generation_of("available_pets"), available=True)
     if species:
         pets = pets.filter(species=species)
     if max_age is not None:
