@@ -20,6 +20,8 @@ def test_celery_sees_our_reliability_settings():
     assert conf.worker_prefetch_multiplier == 1
     assert conf.broker_heartbeat and conf.broker_heartbeat > 0
     assert conf.task_serializer == "json" and conf.accept_content == ["json"]
+    # Without it Celery's Django fixup opens a new database connection for every task.
+    assert conf.get("CELERY_DB_REUSE_MAX", 0) >= 100
 
 
 def test_amqp_broker_gets_publisher_confirms():
