@@ -23,6 +23,12 @@ FIGURES = {
     "load": "load time of 1,000- and 10,000-event pets vs eventsourcing",
     "relay": "outbox -> RabbitMQ with confirms vs raw py-amqp with batched confirms",
     "latency": "commit-to-consume latency at 200 events/s vs publishing right after commit",
+    "handlers": "a worker draining real adoption steps, tasks/s, vs Celery no-op tasks",
+    "system": "highest adoption rate the whole system sustains, with CPU per component",
+    "e2e": "202 -> completed at 20 adoptions/s; POST latency with vs without side effects",
+    "rebuild": "full rebuild of available_pets from 1,000,000 events vs a plain ordered read",
+    "query": "GET available-pets with 100,000 pets, 16 clients, vs a bare DRF one-row read",
+    "lag": "projection lag under 200 commands/s vs a bare NOTIFY -> LISTEN round trip",
 }
 
 

@@ -8,6 +8,7 @@ reported as a ratio.
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import multiprocessing
@@ -16,6 +17,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -121,6 +123,9 @@ class Bench:
     amqp_url: str  # server URL without a vhost
     vhost: str = ""
     tools: dict[str, str] = field(default_factory=dict)
+    media_root: str = ""  # certificates the handlers render in this run (a temporary folder)
+    #: Figures one module measures and another reuses (e.g. the Celery no-op drain rate).
+    measured: dict[str, float] = field(default_factory=dict)
 
     def scale(self, full: float, quick: float) -> float:
         return quick if self.quick else full
@@ -187,6 +192,9 @@ def setup_django(bench: Bench) -> None:
     os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
     os.environ["BENCH_DATABASE_URL"] = bench.database_url
     os.environ["BENCH_BROKER_URL"] = bench.broker_url
+    bench.media_root = tempfile.mkdtemp(prefix="petstore-bench-media-")
+    atexit.register(shutil.rmtree, bench.media_root, ignore_errors=True)
+    os.environ["BENCH_MEDIA_ROOT"] = bench.media_root
     import django
     from django.core.management import call_command
 

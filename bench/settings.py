@@ -5,7 +5,7 @@ starts, so nothing here can reach the development or test database, or the defau
 """
 
 from petstore.settings.base import *  # noqa: F403
-from petstore.settings.base import INSTALLED_APPS, LOGGING, env
+from petstore.settings.base import INSTALLED_APPS, LOGGING, VAR_DIR, env
 
 DEBUG = False  # DEBUG keeps every SQL query in memory: it would bill the product for the bench
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
@@ -21,7 +21,13 @@ CELERY_BROKER_URL = env.str("BENCH_BROKER_URL", default="amqp://guest:guest@127.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+# Emails are rendered and built by the handlers, then dropped: nothing leaves the machine, and
+# a long-running worker does not pile them up in memory as the locmem backend would.
+EMAIL_BACKEND = "django.core.mail.backends.dummy.EmailBackend"
+# Certificates are real PDFs, stored in this run's own folder (deleted afterwards); never the
+# slow-service stand-in, whatever the environment says.
+MEDIA_ROOT = env.path("BENCH_MEDIA_ROOT", default=str(VAR_DIR / "bench-media"))
+CERTIFICATE_EXTRA_SECONDS = 0.0
 
 INSTALLED_APPS = [*INSTALLED_APPS, "bench.reference_app"]
 ROOT_URLCONF = "bench.urls"
