@@ -38,7 +38,7 @@ REFERENCE = "bare NOTIFY -> LISTEN round trip at 200/s (pg_notify in autocommit,
 def run(bench: Bench) -> list[Figure]:
     from readmodels.runner import catch_up_all
 
-    seconds, ref_seconds = bench.scale(15, 6), bench.scale(5, 3)
+    seconds, ref_seconds = bench.scale(15, 5), bench.scale(5, 2)
     # ABBA at the goal's rate, then once at half of it: the lag when the machine has room.
     schedule = [(side, RATE) for _, side in abba(2)] + [("half", RATE / 2)]
     fresh_log()

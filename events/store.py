@@ -263,8 +263,15 @@ def stream_events(stream_id: UUID) -> list[StoredEvent]:
     return list(StoredEvent.objects.filter(stream_id=stream_id).order_by("stream_version"))
 
 
-def read_all(*, after: LogPosition = LogPosition(), limit: int = 1000) -> list[StoredEvent]:
-    """Return committed events after `after`, in reader order, never skipping a late commit."""
+_ROW_FIELDS = [f.attname for f in StoredEvent._meta.concrete_fields]
+
+
+def read_all(*, after: LogPosition = LogPosition(), limit: int = 1000) -> list:
+    """Return committed events after `after`, in reader order, never skipping a late commit.
+
+    Rows are light named tuples with the StoredEvent fields (no model instances: a rebuild
+    reads millions of them).
+    """
     events = StoredEvent.objects.filter(
         Q(transaction_id__gt=after.transaction_id)
         | Q(transaction_id=after.transaction_id, position__gt=after.position)
@@ -275,7 +282,7 @@ def read_all(*, after: LogPosition = LogPosition(), limit: int = 1000) -> list[S
         events = events.filter(
             transaction_id__lt=RawSQL("pg_snapshot_xmin(pg_current_snapshot())::text::bigint", [])
         )
-    return list(events.order_by("transaction_id", "position")[:limit])
+    return list(events.order_by("transaction_id", "position").values_list(*_ROW_FIELDS, named=True)[:limit])
 
 
 def log_position_of(position: int) -> LogPosition | None:
