@@ -16,7 +16,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Max, Q, Subquery
+from django.db.models import Max, Subquery
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -272,9 +272,12 @@ def read_all(*, after: LogPosition = LogPosition(), limit: int = 1000) -> list:
     Rows are light named tuples with the StoredEvent fields (no model instances: a rebuild
     reads millions of them).
     """
-    events = StoredEvent.objects.filter(
-        Q(transaction_id__gt=after.transaction_id)
-        | Q(transaction_id=after.transaction_id, position__gt=after.position)
+    # A row comparison, not (tx > X) OR (tx = X AND pos > P): PostgreSQL bounds the index scan
+    # by a row comparison, but reads the OR form from the start of the index (100x at 1M rows).
+    table = StoredEvent._meta.db_table
+    events = StoredEvent.objects.extra(
+        where=[f'("{table}"."transaction_id", "{table}"."position") > (%s, %s)'],
+        params=[after.transaction_id, after.position],
     )
     if connection.vendor == "postgresql":
         # Only rows of transactions that finished before the oldest still-running one:

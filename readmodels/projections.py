@@ -75,14 +75,27 @@ def rename_listing(event: RecordedEvent, batch: Batch) -> None:
 
 
 def _pet_shelter(batch: Batch, pet_id, fallback=None):
-    shelters = batch.memo.setdefault("pet_shelters", {})
-    if pet_id not in shelters:
-        shelters[pet_id] = PetRecord.objects.filter(id=pet_id).values_list("shelter_id", flat=True).first()
+    """The pet's shelter, looked up for every pet of the batch in one query."""
+    shelters = batch.memo.get("pet_shelters")
+    if shelters is None or pet_id not in shelters:
+        pet_ids = {event.stream_id for event in batch.events} | {pet_id}
+        shelters = batch.memo["pet_shelters"] = dict(
+            PetRecord.objects.filter(id__in=pet_ids).values_list("id", "shelter_id")
+        )
+        shelters.setdefault(pet_id, None)
     return shelters[pet_id] or fallback
 
 
-def _customer_name(customer_id) -> str:
-    return Customer.objects.filter(id=customer_id).values_list("full_name", flat=True).first() or ""
+def _customer_name(batch: Batch, customer_id) -> str:
+    """The customer's name, looked up for every adopter of the batch in one query."""
+    names = batch.memo.get("customer_names")
+    if names is None or customer_id not in names:
+        adopters = {e.event.customer_id for e in batch.events if e.event_type == "PetAdopted"}
+        names = batch.memo["customer_names"] = dict(
+            Customer.objects.filter(id__in=adopters | {customer_id}).values_list("id", "full_name")
+        )
+        names.setdefault(customer_id, "")
+    return names[customer_id]
 
 
 @adoption_history.on("PetAdopted")
@@ -97,7 +110,7 @@ def record_adoption(event: RecordedEvent, batch: Batch) -> None:
             kind=AdoptionHistoryEntry.Kind.ADOPTED,
             adoption_id=data.adoption_id,
             customer_id=data.customer_id,
-            customer_name=_customer_name(data.customer_id),
+            customer_name=_customer_name(batch, data.customer_id),
             occurred_at=event.recorded_at,
         )
     )

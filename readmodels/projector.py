@@ -15,9 +15,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.db.models import Q, Subquery
 from django.utils import timezone
 
@@ -79,6 +80,7 @@ class Batch:
         self._rows: dict[type[models.Model], dict[Any, models.Model | None]] = {}
         self._dirty: dict[type[models.Model], set[Any]] = {}
         self.memo: dict[str, Any] = {}  # per-batch lookups (e.g. shelter names)
+        self.events: list[RecordedEvent] = []  # this batch's events, for lookups done in bulk
 
     def prefetch(self, table: type[models.Model], keys: Iterable[Any]) -> None:
         """Load the rows for these keys in one query (absent ones are remembered as None)."""
@@ -87,7 +89,13 @@ class Batch:
         if not missing:
             return
         key = table.projection_key
-        found = table.objects.filter(generation=self.generation, **{f"{key}__in": missing})
+        found = table.objects.filter(generation=self.generation)
+        if connection.vendor == "postgresql":
+            # One array parameter, not thousands of IN placeholders for psycopg to parse.
+            column = connection.ops.quote_name(table._meta.get_field(key).column)
+            found = found.extra(where=[f"{column} = ANY(%s)"], params=[list(missing)])
+        else:
+            found = found.filter(**{f"{key}__in": missing})
         for row in found:
             cache[getattr(row, key)] = row
         for k in missing:
@@ -107,14 +115,55 @@ class Batch:
     def flush(self) -> None:
         for table, keys in self._dirty.items():
             rows = [self._rows[table][k] for k in keys]
-            unique = ["generation", table.projection_key]
-            updated = [
-                f.name for f in table._meta.concrete_fields if not f.primary_key and f.name not in unique
-            ]
-            table.objects.bulk_create(
-                rows, update_conflicts=True, unique_fields=unique, update_fields=updated, batch_size=2000
-            )
+            if connection.vendor == "postgresql":
+                _copy_upsert(table, rows)
+            else:
+                unique = ["generation", table.projection_key]
+                table.objects.bulk_create(
+                    rows,
+                    update_conflicts=True,
+                    unique_fields=unique,
+                    update_fields=[f.name for f in _written_fields(table) if f.name not in unique],
+                    batch_size=500,
+                )
         self._dirty.clear()
+
+
+def _written_fields(table: type[models.Model]) -> list[models.Field]:
+    return [f for f in table._meta.concrete_fields if not f.primary_key]
+
+
+def _copy_upsert(table: type[models.Model], rows: list[models.Model]) -> None:
+    """Upsert rows by COPY into a scratch table, then one INSERT … ON CONFLICT.
+
+    A rebuild writes hundreds of thousands of rows: COPY takes plain Python values with
+    psycopg's C adapters, where bulk_create prepares every value through its field (5x slower).
+    """
+    fields = _written_fields(table)
+    quote = connection.ops.quote_name
+    target, scratch = quote(table._meta.db_table), quote(f"scratch_{table._meta.db_table}")
+    columns = ", ".join(quote(f.column) for f in fields)
+    key_fields = ("generation", table.projection_key)
+    key = ", ".join(quote(table._meta.get_field(name).column) for name in key_fields)
+    updates = ", ".join(f"{quote(f.column)} = EXCLUDED.{quote(f.column)}" for f in fields)
+    plain = [(f.attname, bool(f.choices)) for f in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {scratch} AS SELECT {columns} FROM {target} WITH NO DATA"
+        )
+        with cursor.copy(f"COPY {scratch} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                # Choices are str enums: psycopg would write the member's name, not its value.
+                copy.write_row([_plain(getattr(row, a)) if enum else getattr(row, a) for a, enum in plain])
+        cursor.execute(
+            f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {scratch} "
+            f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
+        )
+        cursor.execute(f"TRUNCATE {scratch}")
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, Enum) else value
 
 
 class ProjectionFailed(Exception):
@@ -147,9 +196,16 @@ def apply_events(projection: Projection, rows: list[StoredEvent], batch: Batch) 
     handled = [row for row in rows if row.event_type in projection.handlers]
     for table in projection.keyed_by_stream:
         batch.prefetch(table, {row.stream_id for row in handled})
+    batch.events = []
     for row in handled:
         try:
-            projection.handlers[row.event_type](RecordedEvent.from_row(row), batch)
+            event = RecordedEvent.from_row(row)
+            batch.events.append(event)
+        except Exception as error:
+            raise ProjectionFailed(row, error) from error
+    for row, event in zip(handled, batch.events, strict=True):
+        try:
+            projection.handlers[row.event_type](event, batch)
         except Exception as error:
             raise ProjectionFailed(row, error) from error
     batch.flush()
@@ -249,6 +305,7 @@ def rebuild(projection: Projection, *, batch_size: int = 5000, progress=None) ->
                 _advance(state, rows, rebuilding=True)
                 replayed += len(rows)
             if len(rows) < batch_size:  # caught up: swap in, in this same transaction
+                _analyze(projection)
                 old = state.generation
                 state.generation, state.rebuild_generation = generation, None
                 state.transaction_id, state.position = state.rebuild_transaction_id, state.rebuild_position
@@ -260,6 +317,13 @@ def rebuild(projection: Projection, *, batch_size: int = 5000, progress=None) ->
             progress(replayed, state.rebuild_position)
     _drop_generation(projection, old)
     return replayed
+
+
+def _analyze(projection: Projection) -> None:
+    """Refresh the planner's statistics: a fresh generation is invisible to them until then."""
+    with connection.cursor() as cursor:
+        for table in projection.tables:
+            cursor.execute(f"ANALYZE {connection.ops.quote_name(table._meta.db_table)}")
 
 
 def _start_rebuild(projection: Projection) -> int:
