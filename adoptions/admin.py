@@ -3,7 +3,9 @@
 Every page is scoped to the user's shelters (superusers see all).
 
 Pets are event-sourced, so the admin never saves a PetRecord: adding calls pet_register,
-renaming calls pet_rename, and the rest of a pet's state is read-only here.
+renaming calls pet_rename, recording a return calls pet_return, and the rest of a pet's state
+is read-only here. Each form checks its input against the event's declaration, so whatever
+the event refuses is shown on the form instead of failing the save.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import uuid
 
+import pydantic
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
@@ -18,6 +21,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count
 from django.http import Http404, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.formats import localize
 from django.utils.html import format_html, format_html_join
@@ -25,7 +29,7 @@ from django.utils.text import Truncator
 from django.utils.timezone import localtime
 from django.views.decorators.http import require_POST
 
-from events.catalogue import Species
+from events.catalogue import DomainEvent, PetNameChanged, PetRegistered, PetReturned, Species
 from events.context import CommandContext
 from events.delivery import redrive
 from events.store import ConcurrencyConflict, stream_events
@@ -101,6 +105,16 @@ class CustomerAdmin(ShelterScopedAdmin):
         return request.user.is_superuser
 
 
+def check_declared(form: forms.Form, event_type: type[DomainEvent], field_of=None, **values) -> None:
+    """Validate the event the form would record; put each refusal on its form field."""
+    try:
+        event_type.model_validate(values)
+    except pydantic.ValidationError as invalid:
+        for error in invalid.errors():
+            name = (field_of or {}).get(error["loc"][0], error["loc"][0]) if error["loc"] else None
+            form.add_error(name if name in form.fields else None, error["msg"])
+
+
 class PetAddForm(forms.ModelForm):
     species = forms.ChoiceField(choices=[(s.value, s.value) for s in Species])
     age = forms.IntegerField(min_value=0, max_value=100)
@@ -109,6 +123,21 @@ class PetAddForm(forms.ModelForm):
     class Meta:
         model = PetRecord
         fields = ["name", "species", "age", "shelter", "photo_url"]
+
+    def clean(self):
+        data = super().clean()
+        if not self.errors:  # a missing field is already said; no need to say it twice
+            check_declared(
+                self,
+                PetRegistered,
+                {"shelter_id": "shelter"},
+                name=data["name"],
+                species=data["species"],
+                age=data["age"],
+                shelter_id=data["shelter"].id,
+                photo_url=data["photo_url"] or None,
+            )
+        return data
 
 
 class PetRenameForm(forms.ModelForm):
@@ -123,6 +152,31 @@ class PetRenameForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.fields["expected_version"].initial = self.instance.version
 
+    def clean(self):
+        data = super().clean()
+        if not self.errors and "name" in self.changed_data:
+            # The instance still holds the saved name: _post_clean copies the new one in later.
+            old_name = self.instance.name
+            check_declared(
+                self, PetNameChanged, {"new_name": "name"}, old_name=old_name, new_name=data["name"]
+            )
+        return data
+
+
+class PetReturnForm(forms.Form):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 60}),
+        max_length=1000,
+        help_text="Why the pet came back: kept in its event history.",
+    )
+    expected_version = forms.IntegerField(widget=forms.HiddenInput, min_value=1)
+
+    def clean(self):
+        data = super().clean()
+        if not self.errors:
+            check_declared(self, PetReturned, reason=data["reason"])
+        return data
+
 
 STATE_FIELDS = ["status", "version", "registered_at", "updated_at"]
 DESCRIPTION_FIELDS = ["id", "shelter", "species", "age", "photo_url"]
@@ -133,10 +187,61 @@ class PetAdmin(ShelterScopedAdmin):
     list_display = ["name", "species", "age", "shelter", "status", "version", "updated_at"]
     list_filter = ["status", "species", ("shelter", OwnShelterFilter)]
     list_select_related = ["shelter"]
-    search_fields = ["name"]
+    search_fields = ["name", "=id"]
+    search_help_text = "A name, or a pet's whole id."
 
     def scope(self, queryset, shelter_ids):
         return queryset.filter(shelter__in=shelter_ids)
+
+    def get_urls(self):
+        record_return = self.admin_site.admin_view(self.return_view)
+        own = [path("<path:object_id>/return/", record_return, name="adoptions_petrecord_return")]
+        return own + super().get_urls()  # before the catch-all "<path:object_id>/"
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        # An adopted pet's page offers "Record a return" to those who may change the pet.
+        if obj and obj.status == PetRecord.Status.ADOPTED and self.has_change_permission(request, obj):
+            context["return_url"] = reverse("admin:adoptions_petrecord_return", args=[obj.pk])
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def return_view(self, request, object_id):
+        """Ask why an adopted pet came back, then record the return through pet_return."""
+        pet = self.get_object(request, unquote(object_id))
+        if pet is None:
+            raise Http404("no such pet")  # another shelter's pet: as if missing
+        if not self.has_change_permission(request, pet):
+            raise PermissionDenied
+        form = PetReturnForm(request.POST or None, initial={"expected_version": pet.version})
+        if form.is_valid() and self.record_return(request, pet, form):
+            return HttpResponseRedirect(reverse("admin:adoptions_petrecord_change", args=[pet.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": pet,
+            "adoption": pet.adoptions.filter(returned_at__isnull=True).select_related("customer").first(),
+            "form": form,
+            "title": f"Record the return of {pet.name}",
+        }
+        return TemplateResponse(request, "admin/adoptions/petrecord/return_form.html", context)
+
+    def record_return(self, request, pet: PetRecord, form: PetReturnForm) -> bool:
+        """Call pet_return; say on the form why it was refused, if it was."""
+        reason = form.cleaned_data["reason"]
+        try:
+            services.pet_return(
+                pet_id=pet.pk,
+                reason=reason,
+                expected_version=form.cleaned_data["expected_version"],
+                context=admin_context(request),
+            )
+        except (ConcurrencyConflict, DomainError) as refused:
+            form.add_error(None, f"Nothing was recorded: {refused}")
+            return False
+        self.log_change(request, pet, f"Recorded a return: {reason}")
+        self.message_user(
+            request, f"{pet.name} is back at {pet.shelter} and available again.", messages.SUCCESS
+        )
+        return True
 
     def get_form(self, request, obj=None, **kwargs):
         kwargs["form"] = PetRenameForm if obj else PetAddForm

@@ -182,6 +182,15 @@ def _isolated_broker_folder(settings, tmp_path):
         _forget_embedded_bindings()
 
 
+@pytest.fixture(autouse=True)
+def _own_cache_namespace(settings):
+    """Give each test its own cache key prefix, so counters kept in Redis never carry over."""
+    settings.CACHES = {
+        alias: {**config, "KEY_PREFIX": f"test-{uuid.uuid4().hex[:12]}"}
+        for alias, config in settings.CACHES.items()
+    }
+
+
 def _forget_embedded_bindings() -> None:
     """Reset kombu's process-wide filesystem broker state when a test gets a fresh folder.
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import re
 
 import pytest
-from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import localize
 
 from adoptions import services
-from adoptions.management.commands.seed_demo import STAFF_GROUP, STAFF_PERMISSIONS
 from adoptions.models import (
     Adoption,
     AdoptionStats,
@@ -39,15 +38,6 @@ VET, WELCOME, CERTIFICATE = (
 
 def url(name: str, *args) -> str:
     return reverse(f"admin:{name}", args=args)
-
-
-# Same staff setup as test_admin.py (a tests/adoptions/conftest.py would let both share it).
-@pytest.fixture
-def staff_group(db) -> Group:
-    group = Group.objects.create(name=STAFF_GROUP)
-    for app_label, codename in STAFF_PERMISSIONS:
-        group.permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
-    return group
 
 
 @pytest.fixture
