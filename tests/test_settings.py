@@ -1,5 +1,6 @@
 """The settings we rely on are really set: a misspelt CELERY_* name is silently ignored."""
 
+import json
 import os
 import subprocess
 import sys
@@ -75,3 +76,53 @@ def test_production_settings_refuse_to_start_without_a_secret_key():
         [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode != 0 and "DJANGO_SECRET_KEY" in result.stderr
+
+
+def test_security_headers_we_rely_on_are_set():
+    # A misspelt SECURE_* name is ignored as silently as a CELERY_* one.
+    assert settings.SECURE_CONTENT_TYPE_NOSNIFF is True
+    assert settings.SECURE_REFERRER_POLICY == "same-origin"
+    assert settings.SECURE_CROSS_ORIGIN_OPENER_POLICY == "same-origin"
+    assert settings.X_FRAME_OPTIONS == "DENY"
+    assert settings.CONTENT_SECURITY_POLICY["script-src"] == ["'self'"]
+    assert "petstore.csp.ContentSecurityPolicyMiddleware" in settings.MIDDLEWARE
+    assert "django.middleware.csrf.CsrfViewMiddleware" in settings.MIDDLEWARE
+
+
+def test_api_is_throttled_per_user_and_per_anonymous_client():
+    from rest_framework.settings import api_settings
+
+    classes = [c.__name__ for c in api_settings.DEFAULT_THROTTLE_CLASSES]
+    assert classes == ["AnonRateThrottle", "UserRateThrottle"]
+    assert set(api_settings.DEFAULT_THROTTLE_RATES) == {"anon", "user"}
+
+
+def test_production_settings_turn_on_https_secure_cookies_and_proxy_aware_throttling():
+    names = [
+        "DEBUG",
+        "SECURE_SSL_REDIRECT",
+        "SECURE_HSTS_SECONDS",
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS",
+        "SESSION_COOKIE_SECURE",
+        "CSRF_COOKIE_SECURE",
+        "X_FRAME_OPTIONS",
+    ]
+    code = (
+        "import json, django; from django.conf import settings; django.setup(); "
+        f"print(json.dumps({{n: getattr(settings, n) for n in {names!r}}} | "
+        "{'NUM_PROXIES': settings.REST_FRAMEWORK['NUM_PROXIES']}))"
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "petstore.settings.production",
+        "DJANGO_SECRET_KEY": "k3v!Qz8#pL2@wX9$" * 4,
+        "DJANGO_ALLOWED_HOSTS": "petstore.example.org",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+    values = json.loads(result.stdout)
+    assert values.pop("DEBUG") is False and values.pop("SECURE_HSTS_SECONDS") >= 31536000
+    assert values.pop("X_FRAME_OPTIONS") == "DENY" and values.pop("NUM_PROXIES") == 1
+    assert all(values.values()), values

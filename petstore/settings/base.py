@@ -33,6 +33,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "petstore.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -41,6 +42,27 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# --- Security headers (tests/test_settings.py checks each one; production.py adds HTTPS) ---
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# petstore/csp.py. Scripts only from our own origin (the admin, /api/asyncapi/ and /api/docs/
+# load theirs from static files); inline styles stay allowed: the admin's templates use <style>.
+CONTENT_SECURITY_POLICY = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'", "'unsafe-inline'"],
+    "img-src": ["'self'", "data:"],
+    "font-src": ["'self'", "data:"],
+    "connect-src": ["'self'"],
+    "object-src": ["'none'"],
+    "base-uri": ["'self'"],
+    "form-action": ["'self'"],
+    "frame-ancestors": ["'none'"],
+}
+CONTENT_SECURITY_POLICY_REPORT_ONLY = env.bool("CSP_REPORT_ONLY", default=False)
 
 ROOT_URLCONF = "petstore.urls"
 WSGI_APPLICATION = "petstore.wsgi.application"
@@ -127,6 +149,15 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["petstore.api_errors.LimitedCamelCaseJSONParser"],
     "EXCEPTION_HANDLER": "petstore.api_errors.json_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # petstore/throttling.py: a counter per client and window in the cache (Redis when set).
+    "DEFAULT_THROTTLE_CLASSES": [
+        "petstore.throttling.AnonRateThrottle",
+        "petstore.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env.str("THROTTLE_ANON_RATE", default="120/minute"),  # "off" switches one off
+        "user": env.str("THROTTLE_USER_RATE", default="1200/minute"),
+    },
 }
 
 # --- Celery (every name here is checked by tests/test_settings.py: a typo is silently ignored) ---

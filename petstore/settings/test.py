@@ -1,9 +1,14 @@
 """Test settings: fast hashing, in-memory email; real services when the environment names them."""
 
 from .base import *  # noqa: F403
-from .base import env
+from .base import REST_FRAMEWORK, env
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 if not env.str("EMAIL_URL", default=""):  # a fault drill may point a worker at a real SMTP server
     EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 RELAY_SWEEP_SECONDS = 0.2
+# No test is throttled by accident; tests/test_throttling.py lowers the rates to see a 429.
+REST_FRAMEWORK = {
+    **REST_FRAMEWORK,
+    "DEFAULT_THROTTLE_RATES": {"anon": "100000/minute", "user": "100000/minute"},
+}
