@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Min, Q
 from django.utils import timezone
 
@@ -24,7 +24,7 @@ from .models import OutboxMessage, StoredEvent
 
 logger = logging.getLogger(__name__)
 
-WAKE_CHANNEL = "petstore_outbox"
+WAKE_CHANNEL = "petstore_outbox"  # NOTIFYed by a trigger on event_outbox (migration 0004)
 
 
 def headers_for(row: StoredEvent, message_name: str) -> dict[str, Any]:
@@ -66,8 +66,7 @@ def enqueue(rows: list[StoredEvent], events: list[DomainEvent], announcements: l
                     available_at=row.recorded_at,
                 )
             )
-    OutboxMessage.objects.bulk_create(messages)
-    transaction.on_commit(wake_relay)
+    OutboxMessage.objects.bulk_create(messages)  # its trigger wakes the relay at COMMIT
 
 
 def enqueue_handler(handler, event_id: uuid.UUID, *, at: datetime) -> OutboxMessage:
@@ -81,19 +80,7 @@ def enqueue_handler(handler, event_id: uuid.UUID, *, at: datetime) -> OutboxMess
         created_at=timezone.now(),
         available_at=at,
     )
-    transaction.on_commit(wake_relay)
     return message
-
-
-def wake_relay() -> None:
-    """Tell sleeping relays there is work (PostgreSQL NOTIFY; others rely on polling)."""
-    if connection.vendor != "postgresql":
-        return
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, '')", [WAKE_CHANNEL])
-    except Exception:  # the periodic sweep still finds the rows
-        logger.warning("could not notify the relay", exc_info=True)
 
 
 @dataclass(frozen=True)
