@@ -11,11 +11,22 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
+from urllib.parse import urlsplit
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+
+
+def _uri(value: str) -> str:
+    """Refuse what JSON Schema's "uri" format refuses first: a reference without a scheme."""
+    if not urlsplit(value).scheme:
+        raise ValueError("a URI needs a scheme, e.g. https://")
+    return value
+
+
+Uri = Annotated[str, AfterValidator(_uri), Field(json_schema_extra={"format": "uri"})]
 
 
 class Species(enum.StrEnum):
@@ -245,5 +256,5 @@ class PetNameChanged(DomainEvent):
     summary="Published when all adoption steps are complete",
 )
 class AdoptionCompleted(DomainEvent):
-    certificate_url: str = Field(json_schema_extra={"format": "uri"})
+    certificate_url: Uri
     vet_appointment_date: datetime | None = None

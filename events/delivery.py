@@ -23,9 +23,8 @@ from uuid import UUID
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
-from pydantic import ValidationError
 
-from . import outbox
+from . import incoming, outbox
 from .handlers import HANDLERS, Handler
 from .models import Delivery, StoredEvent
 from .store import RecordedEvent
@@ -80,8 +79,8 @@ def deliver(handler_name: str, event_id: UUID) -> str:
         if delivery is None:
             return "skipped"
         try:
-            event = RecordedEvent.from_row(row)
-        except ValidationError as error:  # a message that can never be read: dead at once
+            event = incoming.received_event(handler, row)  # checked before any handler code runs
+        except incoming.InvalidMessage as error:  # it can never be handled: dead at once
             return _fail(handler, delivery, None, error, permanent=True)
         try:
             with transaction.atomic():
