@@ -21,7 +21,7 @@ from . import selectors, serializers, services
 from .domain import DomainError
 from .idempotency import idempotent
 from .models import Customer, Shelter
-from .permissions import customer_of, manages_shelter, require_shelter_staff
+from .permissions import customer_of, manages_shelter, require_shelter_staff, sees_adopter
 
 
 class NotFound(DomainError):
@@ -156,6 +156,8 @@ class PetDetailView(APIView):
         as_of = parse_as_of(raw) if raw else None
         pet = selectors.pet_get(pet_id=pet_id, as_of=as_of)
         body = serializers.PetOutput(pet).data
+        if not sees_adopter(request.user, pet):  # who adopted it is theirs and the shelter's to know
+            body["adopted_by"] = body["adoption_id"] = None
         if as_of:
             body["as_of"] = as_of.isoformat()
         return Response(body)

@@ -34,6 +34,14 @@ def manages_shelter(user, shelter_id: UUID) -> bool:
     return managed is None or shelter_id in managed
 
 
+def sees_adopter(user, pet) -> bool:
+    """Whether the user may see who adopted the pet: that customer, and staff of its shelter."""
+    if pet.adopted_by is None:
+        return True
+    own = customer_of(user)
+    return (own is not None and own.id == pet.adopted_by) or manages_shelter(user, pet.shelter_id)
+
+
 def require_shelter_staff(user, shelter_id: UUID) -> None:
     if not manages_shelter(user, shelter_id):
         raise PermissionDenied("Only staff of this pet's shelter may do this.", code="not_shelter_staff")
