@@ -53,7 +53,7 @@ def messages(page) -> str:
 
 
 def test_staff_register_a_pet_and_another_shelter_cannot_see_it(
-    open_page, shots, staff, other_staff, shelter, customer
+    open_page, shots, staff, other_staff, customer
 ):
     page = open_page()
     log_in(page, staff.username)
