@@ -5,6 +5,7 @@ one transaction open in a second thread (its own connection) while another commi
 """
 
 import threading
+import time
 import uuid
 
 import pytest
@@ -22,6 +23,19 @@ META = {"correlation_id": "test", "causation_id": None, "actor_id": None}
 
 def new_pet() -> Pet:
     return Pet.register(pet_id=uuid.uuid4(), name="P", species="cat", age=1, shelter_id=uuid.uuid4())
+
+
+def read_all_settled(*, after: LogPosition | None = None, count: int) -> list:
+    """read_all once at least `count` events are readable (10 s at most).
+
+    The horizon is cluster-wide: any transaction open on the same server, in any database,
+    holds it back for as long as it runs. On a shared CI server that is a few milliseconds.
+    """
+    deadline = time.monotonic() + 10
+    after = after or LogPosition()
+    while len(rows := read_all(after=after)) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return rows
 
 
 class HeldTransaction(threading.Thread):
@@ -69,7 +83,7 @@ def test_reader_waits_for_a_lower_position_that_commits_last(require_postgres):
     seen_while_open = read_all()
 
     holder.finish()
-    seen_after = read_all()
+    seen_after = read_all_settled(count=2)
 
     assert seen_while_open == []  # the reader does not run ahead of the open transaction
     positions = {e.stream_id: e.position for e in StoredEvent.objects.all()}
@@ -105,7 +119,7 @@ def test_checkpointed_reader_gets_an_event_with_lower_position_but_newer_transac
     batch = read_all(after=reader)
     reader = LogPosition.of(batch[-1]) if batch else reader
     s.finish()
-    batch += read_all(after=reader)
+    batch += read_all_settled(after=reader, count=2 - len(batch))
 
     positions = {e.stream_id: e.position for e in StoredEvent.objects.all()}
     assert positions[later_xid_taker.id] < positions[first_xid_taker.id]
@@ -124,4 +138,4 @@ def test_a_rolled_back_transaction_never_stalls_the_reader(require_postgres):
 
     holder.finish()
 
-    assert [e.stream_id for e in read_all()] == [survivor.id]
+    assert [e.stream_id for e in read_all_settled(count=1)] == [survivor.id]
