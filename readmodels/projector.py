@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -295,11 +296,12 @@ def rebuild(projection: Projection, *, batch_size: int = 5000, progress=None) ->
     """
     generation = _start_rebuild(projection)
     replayed, swapped = 0, False
+    read_ahead = ReadAhead(batch_size)
     while not swapped:
         with transaction.atomic():
             state = state_of(projection.name, lock=True)
             after = LogPosition(state.rebuild_transaction_id, state.rebuild_position)
-            rows = read_all(after=after, limit=batch_size)
+            rows = read_ahead.take(after)
             if rows:
                 apply_events(projection, rows, Batch(generation))
                 _advance(state, rows, rebuilding=True)
@@ -315,8 +317,37 @@ def rebuild(projection: Projection, *, batch_size: int = 5000, progress=None) ->
                 swapped = True
         if progress:  # outside the transaction: the live projector is not held up by it
             progress(replayed, state.rebuild_position)
+    read_ahead.close()
     _drop_generation(projection, old)
     return replayed
+
+
+class ReadAhead:
+    """Read the log's next batch on a second connection while this one is being applied.
+
+    A batch read at any moment is a correct continuation of the one before it (read_all never
+    skips a late commit), so the database reads the next batch while Python applies this one.
+    """
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="rebuild-read-ahead")
+        self._next: tuple[LogPosition, Future] | None = None
+
+    def take(self, after: LogPosition) -> list:
+        ahead, self._next = self._next, None
+        if ahead and ahead[0] == after:
+            rows = ahead[1].result()
+        else:
+            rows = read_all(after=after, limit=self.batch_size)
+        if len(rows) == self.batch_size:
+            following = LogPosition.of(rows[-1])
+            self._next = (following, self._reader.submit(read_all, after=following, limit=self.batch_size))
+        return rows
+
+    def close(self) -> None:
+        self._reader.submit(lambda: connection.close()).result()  # the reading thread's own connection
+        self._reader.shutdown()
 
 
 def _analyze(projection: Projection) -> None:
