@@ -65,7 +65,7 @@ def gate_problems(
             )
             problems += [f"{name} v{version}: {change} - {fix}" for change in changes]
         elif canonical(locked[(name, version)]) != canonical(schema):
-            problems.append(f"{name} v{version} gained optional fields: run `python manage.py schema_lock`")
+            problems.append(f"{name} v{version} changed compatibly: run `python manage.py schema_lock`")
         problems += [
             f"{name} v{version}: no upcaster from v{old} to v{old + 1} (events of v{old} are in the log)"
             for old in range(1, version)

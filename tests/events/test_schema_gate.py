@@ -157,7 +157,7 @@ def test_an_unlocked_optional_field_asks_for_the_lock_to_be_refreshed():
 
     problems = gate(locked={("PetRegistered", 1): V2}, current={("PetRegistered", 1): wider})
 
-    assert problems == ["PetRegistered v1 gained optional fields: run `python manage.py schema_lock`"]
+    assert problems == ["PetRegistered v1 changed compatibly: run `python manage.py schema_lock`"]
 
 
 def test_bumping_a_real_event_without_an_upcaster_fails_the_gate(monkeypatch):
