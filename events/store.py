@@ -266,19 +266,24 @@ def stream_events(stream_id: UUID) -> list[StoredEvent]:
 _ROW_FIELDS = [f.attname for f in StoredEvent._meta.concrete_fields]
 
 
+def events_after(after: LogPosition):
+    """Every recorded event after `after` in reader order, committed or not yet visible."""
+    # A row comparison, not (tx > X) OR (tx = X AND pos > P): PostgreSQL bounds the index scan
+    # by a row comparison, but reads the OR form from the start of the index (100x at 1M rows).
+    table = StoredEvent._meta.db_table
+    return StoredEvent.objects.extra(
+        where=[f'("{table}"."transaction_id", "{table}"."position") > (%s, %s)'],
+        params=[after.transaction_id, after.position],
+    )
+
+
 def read_all(*, after: LogPosition = LogPosition(), limit: int = 1000) -> list:
     """Return committed events after `after`, in reader order, never skipping a late commit.
 
     Rows are light named tuples with the StoredEvent fields (no model instances: a rebuild
     reads millions of them).
     """
-    # A row comparison, not (tx > X) OR (tx = X AND pos > P): PostgreSQL bounds the index scan
-    # by a row comparison, but reads the OR form from the start of the index (100x at 1M rows).
-    table = StoredEvent._meta.db_table
-    events = StoredEvent.objects.extra(
-        where=[f'("{table}"."transaction_id", "{table}"."position") > (%s, %s)'],
-        params=[after.transaction_id, after.position],
-    )
+    events = events_after(after)
     if connection.vendor == "postgresql":
         # Only rows of transactions that finished before the oldest still-running one:
         # anything newer may yet be joined by a lower position that commits later.

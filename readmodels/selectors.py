@@ -12,7 +12,7 @@ from django.utils import timezone
 from events.store import LogPosition, log_position_of
 
 from .models import AdoptionHistoryEntry, PetListing, ProjectionState, ShelterDashboard
-from .projector import live_generation, live_generation_of, state_of
+from .projector import live_generation, live_generation_of
 
 
 def available_pet_list(
@@ -64,7 +64,8 @@ def shelter_dashboard_list(*, shelter_ids: set[UUID] | None) -> list[dict]:
 
 
 def projection_position(name: str) -> int:
-    return state_of(name).position
+    position = ProjectionState.objects.filter(name=name).values_list("position", flat=True).first()
+    return position or 0
 
 
 class UnknownPosition(LookupError):
