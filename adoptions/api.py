@@ -10,12 +10,16 @@ from datetime import UTC, datetime
 
 from django.http import FileResponse
 from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from events.context import CommandContext
+from petstore.negotiation import OwnMediaTypeNegotiation
+from petstore.openapi import command_schema, errors
 
 from . import selectors, serializers, services
 from .domain import DomainError
@@ -55,6 +59,15 @@ def position_headers(position: int, location: str | None = None) -> dict[str, st
 
 
 class RegisterPetView(APIView):
+    """POST /api/commands/register-pet: a new pet in a shelter, by that shelter's staff."""
+
+    @command_schema(
+        request=serializers.RegisterPetInput,
+        status=201,
+        response=serializers.PetChangeOutput,
+        errors_by_status={403: "`not_shelter_staff`", 404: "`shelter_not_found`"},
+        location=True,
+    )
     @idempotent
     def post(self, request):
         data = validated(serializers.RegisterPetInput, request)
@@ -93,6 +106,17 @@ def adopting_customer(user, customer_id) -> Customer:
 class AdoptPetView(APIView):
     """POST /api/commands/adopt-pet and POST /api/adoptions: the same command."""
 
+    @command_schema(
+        request=serializers.AdoptPetInput,
+        status=202,
+        response=serializers.AdoptionStartedOutput,
+        errors_by_status={
+            403: "`forbidden` (a customer adopting for someone else), `not_shelter_staff`",
+            404: "`pet_not_found`, `customer_not_found`",
+            409: "`pet_not_available`, `shelter_mismatch`, `version_conflict`",
+        },
+        location=True,
+    )
     @idempotent
     def post(self, request):
         data = validated(serializers.AdoptPetInput, request)
@@ -130,28 +154,69 @@ class StaffPetCommandView(APIView):
         return Response(body, headers=position_headers(change.position))
 
 
+def staff_command_schema(request, conflicts: str):
+    return extend_schema_view(
+        post=command_schema(
+            request=request,
+            status=200,
+            response=serializers.PetChangeOutput,
+            errors_by_status={403: "`not_shelter_staff`", 404: "`pet_not_found`", 409: conflicts},
+        )
+    )
+
+
+@staff_command_schema(serializers.ReturnPetInput, "`pet_not_adopted`, `version_conflict`")
 class ReturnPetView(StaffPetCommandView):
+    """POST /api/commands/return-pet: an adopted pet comes back to its shelter, with the reason."""
+
     input_serializer = serializers.ReturnPetInput
     service = staticmethod(services.pet_return)
 
 
+@staff_command_schema(serializers.RenamePetInput, "`version_conflict`")
 class RenamePetView(StaffPetCommandView):
+    """POST /api/commands/rename-pet: a new name (the same name records nothing)."""
+
     input_serializer = serializers.RenamePetInput
     service = staticmethod(services.pet_rename)
 
 
-def parse_as_of(raw: str) -> datetime:
+def parse_moment(raw: str) -> datetime | None:
+    """Return the date and time in `raw` in UTC (taken as UTC without an offset), or None.
+
+    In UTC, because PostgreSQL refuses offsets past ±15:59 and SQLite cannot convert
+    0001-01-01T00:00+05:00: either would be a 500 later instead of a 400 now.
+    """
     try:
         moment = parse_datetime(raw)
-    except ValueError:
-        moment = None
+        return moment and (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
+def parse_as_of(raw: str) -> datetime:
+    moment = parse_moment(raw)
     if moment is None:
         raise ValidationError({"as_of": ["Give an ISO 8601 date and time, e.g. 2026-03-13T10:00:00Z."]})
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment
 
 
 class PetDetailView(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "asOf",
+                OpenApiTypes.DATETIME,
+                description="Show the pet as it was at this moment (ISO 8601; UTC if no offset).",
+            )
+        ],
+        responses={
+            200: serializers.PetOutput,
+            **errors({400: "`validation_error` (`asOf` is not a date and time)", 404: "`pet_not_found`"}),
+        },
+    )
     def get(self, request, pet_id):
+        """The pet now, or as it was at `asOf` (time travel), replayed from its events."""
         raw = request.query_params.get("asOf")
         as_of = parse_as_of(raw) if raw else None
         pet = selectors.pet_get(pet_id=pet_id, as_of=as_of)
@@ -164,7 +229,14 @@ class PetDetailView(APIView):
 
 
 class PetEventsView(APIView):
+    @extend_schema(
+        responses={
+            200: serializers.PetEventOutput(many=True),
+            **errors({403: "`forbidden` (not staff of the pet's shelter)", 404: "`pet_not_found`"}),
+        }
+    )
     def get(self, request, pet_id):
+        """The pet's whole event stream, oldest first (staff of its shelter)."""
         pet = selectors.pet_record_get(pet_id=pet_id)
         if not manages_shelter(request.user, pet.shelter_id):
             raise PermissionDenied("Only staff of this pet's shelter may read its history.")
@@ -179,8 +251,13 @@ def visible_adoption(request, adoption_id):
     return adoption
 
 
+ADOPTION_NOT_FOUND = errors({404: "`adoption_not_found` (also for adoptions that are not yours)"})
+
+
 class AdoptionDetailView(APIView):
+    @extend_schema(responses={200: serializers.AdoptionOutput, **ADOPTION_NOT_FOUND})
     def get(self, request, adoption_id):
+        """The adoption with its steps (its customer and its shelter's staff)."""
         adoption = visible_adoption(request, adoption_id)
         return Response(serializers.AdoptionOutput(selectors.adoption_view(adoption)).data)
 
@@ -188,7 +265,16 @@ class AdoptionDetailView(APIView):
 class AdoptionCertificateView(APIView):
     """The certificate PDF, for the adopting customer and the shelter's staff only."""
 
+    content_negotiation_class = OwnMediaTypeNegotiation  # errors are JSON even to Accept: application/pdf
+
+    @extend_schema(
+        responses={
+            (200, "application/pdf"): OpenApiResponse(OpenApiTypes.BINARY, description="The certificate."),
+            **errors({404: "`adoption_not_found`, `certificate_not_ready`"}),
+        },
+    )
     def get(self, request, adoption_id):
+        """The adoption certificate as a PDF, once its step has made it."""
         adoption = visible_adoption(request, adoption_id)
         certificate = getattr(adoption, "certificate", None)
         if certificate is None:

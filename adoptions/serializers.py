@@ -5,6 +5,12 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from events.catalogue import Species, upcast
+from events.models import Delivery
+
+from .domain import PetStatus
+from .models import Adoption
+
+PET_STATUSES = [s.value for s in PetStatus]
 
 
 class StrictSerializer(serializers.Serializer):
@@ -16,6 +22,15 @@ class StrictSerializer(serializers.Serializer):
             if unknown:
                 raise serializers.ValidationError({name: ["Unknown field."] for name in sorted(unknown)})
         return super().to_internal_value(data)
+
+
+def expected_version_field() -> serializers.IntegerField:
+    return serializers.IntegerField(
+        min_value=0,
+        required=False,
+        allow_null=True,
+        help_text="The pet's version you decided on: 409 `version_conflict` if it has moved on since.",
+    )
 
 
 class RegisterPetInput(StrictSerializer):
@@ -30,19 +45,19 @@ class AdoptPetInput(StrictSerializer):
     pet_id = serializers.UUIDField()
     customer_id = serializers.UUIDField(required=False, allow_null=True)
     shelter_id = serializers.UUIDField(required=False, allow_null=True)
-    expected_version = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+    expected_version = expected_version_field()
 
 
 class ReturnPetInput(StrictSerializer):
     pet_id = serializers.UUIDField()
     reason = serializers.CharField(max_length=1000, min_length=1)
-    expected_version = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+    expected_version = expected_version_field()
 
 
 class RenamePetInput(StrictSerializer):
     pet_id = serializers.UUIDField()
     new_name = serializers.CharField(max_length=100, min_length=1)
-    expected_version = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+    expected_version = expected_version_field()
 
 
 class PetChangeOutput(serializers.Serializer):
@@ -54,16 +69,16 @@ class PetChangeOutput(serializers.Serializer):
 class AdoptionStartedOutput(serializers.Serializer):
     adoption_id = serializers.UUIDField(source="adoption.id")
     pet_id = serializers.UUIDField(source="adoption.pet_id")
-    status = serializers.CharField(source="adoption.status")
+    status = serializers.ChoiceField(choices=Adoption.Status.choices, source="adoption.status")
     position = serializers.IntegerField()
 
 
 class AdoptionStepOutput(serializers.Serializer):
     name = serializers.CharField()
-    status = serializers.CharField()
+    status = serializers.ChoiceField(choices=Delivery.Status.choices, help_text="Its handler's delivery.")
     attempts = serializers.IntegerField()
-    last_error = serializers.CharField()
-    finished_at = serializers.DateTimeField()
+    last_error = serializers.CharField(allow_blank=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
 
 
 class AdoptionOutput(serializers.Serializer):
@@ -73,10 +88,10 @@ class AdoptionOutput(serializers.Serializer):
     pet_id = serializers.UUIDField(source="adoption.pet_id")
     customer_id = serializers.UUIDField(source="adoption.customer_id")
     shelter_id = serializers.UUIDField(source="adoption.shelter_id")
-    status = serializers.CharField(source="adoption.status")
+    status = serializers.ChoiceField(choices=Adoption.Status.choices, source="adoption.status")
     created_at = serializers.DateTimeField(source="adoption.created_at")
-    completed_at = serializers.DateTimeField(source="adoption.completed_at")
-    returned_at = serializers.DateTimeField(source="adoption.returned_at")
+    completed_at = serializers.DateTimeField(source="adoption.completed_at", allow_null=True)
+    returned_at = serializers.DateTimeField(source="adoption.returned_at", allow_null=True)
     steps = AdoptionStepOutput(many=True)
     certificate_url = serializers.CharField(source="details.certificate_url", allow_null=True)
     vet_appointment_date = serializers.DateTimeField(source="details.vet_appointment_date", allow_null=True)
@@ -85,15 +100,16 @@ class AdoptionOutput(serializers.Serializer):
 class PetOutput(serializers.Serializer):
     pet_id = serializers.UUIDField(source="id")
     name = serializers.CharField()
-    species = serializers.CharField()
+    species = serializers.ChoiceField(choices=[s.value for s in Species])
     age = serializers.IntegerField()
     shelter_id = serializers.UUIDField()
     photo_url = serializers.CharField(allow_null=True)
-    status = serializers.CharField()
+    status = serializers.ChoiceField(choices=PET_STATUSES)
     adopted_by = serializers.UUIDField(allow_null=True)
     adoption_id = serializers.UUIDField(allow_null=True)
     version = serializers.IntegerField()
     last_changed_at = serializers.DateTimeField(source="last_recorded_at")
+    as_of = serializers.DateTimeField(required=False, help_text="The `asOf` asked for, in UTC.")
 
 
 class PetEventOutput(serializers.Serializer):

@@ -2,6 +2,7 @@
 
 from django.contrib import admin
 from django.urls import path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from adoptions import api
 from events import api as contract
@@ -38,9 +39,16 @@ api_patterns = [
     path("api/queries/shelter-dashboard", queries.ShelterDashboardView.as_view(), name="shelter-dashboard"),
 ]
 
+contract_patterns = [
+    # OpenAPI: YAML by default, JSON with ?format=json or Accept: application/vnd.oai.openapi+json.
+    path("api/schema/", SpectacularAPIView.as_view(), name="openapi-schema"),
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="openapi-schema"), name="openapi-docs"),
+]
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     *api_patterns,
+    *contract_patterns,
     # Anything else under /api/ answers JSON, even with DEBUG on (Django's debug 404 is HTML).
     re_path(r"^api/", api_not_found),
 ]

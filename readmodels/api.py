@@ -9,37 +9,46 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.utils import timezone
-from rest_framework import serializers
+from rest_framework import exceptions, serializers
 from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from adoptions.api import NotFound
+from adoptions.api import NotFound, parse_moment
 from adoptions.models import PetRecord
 from adoptions.permissions import managed_shelter_ids, manages_shelter
 from events.catalogue import Species
 from petstore.api_errors import error_response
+from petstore.openapi import query_schema
 
 from . import selectors
+from .models import AdoptionHistoryEntry
 
-
-class AvailablePetsQuery(serializers.Serializer):
-    species = serializers.ChoiceField(choices=[s.value for s in Species], required=False)
-    max_age = serializers.IntegerField(min_value=0, required=False)
-    shelter_id = serializers.UUIDField(required=False)
-    min_position = serializers.IntegerField(min_value=1, required=False)
-    cursor = serializers.CharField(required=False)
+#: Positions are PostgreSQL bigints; a larger number can never name an event.
+MAX_POSITION = 2**63 - 1
 
 
 class MinPositionQuery(serializers.Serializer):
-    min_position = serializers.IntegerField(min_value=1, required=False)
+    min_position = serializers.IntegerField(
+        min_value=1,
+        required=False,
+        help_text="The `position` a command returned: wait (a few seconds at most) until the read model "
+        "has applied that event, else answer 503 `projection_behind`. Read-your-writes over HTTP.",
+    )
+
+
+class AvailablePetsQuery(MinPositionQuery):
+    species = serializers.ChoiceField(choices=[s.value for s in Species], required=False)
+    max_age = serializers.IntegerField(min_value=0, required=False)
+    shelter_id = serializers.UUIDField(required=False)
+    cursor = serializers.CharField(required=False, help_text="From the `next` or `previous` link.")
 
 
 class AvailablePetOutput(serializers.Serializer):
     pet_id = serializers.UUIDField()
     name = serializers.CharField()
-    species = serializers.CharField()
+    species = serializers.ChoiceField(choices=[s.value for s in Species])
     age = serializers.IntegerField()
     shelter_id = serializers.UUIDField()
     shelter_name = serializers.CharField()
@@ -52,18 +61,43 @@ class AvailablePetOutput(serializers.Serializer):
 
 
 class AdoptionHistoryOutput(serializers.Serializer):
-    kind = serializers.CharField()
-    adoption_id = serializers.UUIDField()
-    customer_id = serializers.UUIDField()
+    kind = serializers.ChoiceField(choices=AdoptionHistoryEntry.Kind.choices)
+    adoption_id = serializers.UUIDField(allow_null=True)
+    customer_id = serializers.UUIDField(allow_null=True)
     customer_name = serializers.CharField()
     reason = serializers.CharField()
     occurred_at = serializers.DateTimeField()
     position = serializers.IntegerField()
 
 
+class AdoptionHistoryPage(serializers.Serializer):
+    pet_id = serializers.UUIDField()
+    entries = AdoptionHistoryOutput(many=True)
+
+
+class ShelterDashboardOutput(serializers.Serializer):
+    shelter_id = serializers.UUIDField()
+    shelter_name = serializers.CharField()
+    available = serializers.IntegerField()
+    adopted = serializers.IntegerField()
+    returned = serializers.IntegerField()
+    adoptions_this_week = serializers.IntegerField()
+
+
+class ShelterDashboardPage(serializers.Serializer):
+    shelters = ShelterDashboardOutput(many=True)
+
+
 class LongestWaitingFirst(CursorPagination):
     page_size = 20
     ordering = ("available_since", "pet_id")
+
+    def decode_cursor(self, request):
+        """Refuse a cursor whose position is not a moment: the query would fail on it (500)."""
+        cursor = super().decode_cursor(request)
+        if cursor and cursor.position is not None and parse_moment(cursor.position) is None:
+            raise exceptions.NotFound(self.invalid_cursor_message)
+        return cursor
 
 
 def query_params(serializer_class, request) -> dict:
@@ -107,15 +141,22 @@ class AvailablePetsView(APIView):
     """GET /api/queries/available-pets — public, like a shelter's window."""
 
     permission_classes = [AllowAny]
+    pagination_class = LongestWaitingFirst
 
+    @query_schema(
+        query=AvailablePetsQuery,
+        response=AvailablePetOutput(many=True),
+        errors_by_status={404: "`not_found` (the `cursor` is not one we gave out)"},
+    )
     def get(self, request):
+        """Available pets, longest waiting first, 20 a page with `next` / `previous` links."""
         params = query_params(AvailablePetsQuery, request)
         if (behind := caught_up_or_503(["available_pets"], params.get("min_position"))) is not None:
             return behind
         pets = selectors.available_pet_list(
             species=params.get("species"), max_age=params.get("max_age"), shelter_id=params.get("shelter_id")
         )
-        paginator = LongestWaitingFirst()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(pets, request, view=self)
         response = paginator.get_paginated_response(AvailablePetOutput(page, many=True).data)
         return with_position(response, "available_pets")
@@ -124,7 +165,13 @@ class AvailablePetsView(APIView):
 class AdoptionHistoryView(APIView):
     """GET /api/queries/adoption-history/{petId} — staff of the pet's shelter."""
 
+    @query_schema(
+        query=MinPositionQuery,
+        response=AdoptionHistoryPage,
+        errors_by_status={403: "`forbidden` (not staff of the pet's shelter)", 404: "`pet_not_found`"},
+    )
     def get(self, request, pet_id):
+        """Every adoption and return of the pet, oldest first."""
         params = query_params(MinPositionQuery, request)
         pet = PetRecord.objects.filter(id=pet_id).first()
         if pet is None:
@@ -141,7 +188,13 @@ class AdoptionHistoryView(APIView):
 class ShelterDashboardView(APIView):
     """GET /api/queries/shelter-dashboard — each of the caller's shelters (all for admins)."""
 
+    @query_schema(
+        query=MinPositionQuery,
+        response=ShelterDashboardPage,
+        errors_by_status={403: "`forbidden` (only shelter staff have a dashboard)"},
+    )
     def get(self, request):
+        """Available, adopted and returned pets and this week's adoptions, per shelter."""
         params = query_params(MinPositionQuery, request)
         managed = managed_shelter_ids(request.user)
         if managed is not None and not managed:
