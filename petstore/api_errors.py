@@ -134,3 +134,22 @@ def api_bad_request(request, exception=None):
     from django.views.defaults import bad_request
 
     return bad_request(request, exception)
+
+
+def api_forbidden(request, exception=None):
+    """handler403: JSON for the API, Django's page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(error_body("forbidden", "You may not do this."), status=403)
+    from django.views.defaults import permission_denied
+
+    return permission_denied(request, exception)
+
+
+def api_csrf_failure(request, reason=""):
+    """CSRF_FAILURE_VIEW: a refused form post to a plain Django view under /api/ answers JSON too."""
+    if request.path.startswith("/api/"):
+        body = error_body("csrf_failed", f"CSRF verification failed: {reason}")
+        return JsonResponse(camelize(body), status=403)
+    from django.views.csrf import csrf_failure
+
+    return csrf_failure(request, reason)

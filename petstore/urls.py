@@ -10,6 +10,7 @@ from petstore.api_errors import api_not_found
 from readmodels import api as queries
 
 handler400 = "petstore.api_errors.api_bad_request"
+handler403 = "petstore.api_errors.api_forbidden"
 handler404 = "petstore.api_errors.api_not_found"
 handler500 = "petstore.api_errors.api_server_error"
 

@@ -136,3 +136,12 @@ def test_admin_accepts_the_login_with_its_csrf_token(superuser):
     )
 
     assert response.status_code == 302 and client.session["_auth_user_id"] == str(superuser.pk)
+
+
+def test_a_form_post_refused_by_csrf_under_the_api_answers_json(db):
+    client = Client(enforce_csrf_checks=True)
+
+    response = client.post("/api/asyncapi/", {"anything": "1"})
+
+    assert response.status_code == 403 and response["Content-Type"] == "application/json"
+    assert response.json()["error"]["code"] == "csrf_failed"

@@ -50,6 +50,7 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+CSRF_FAILURE_VIEW = "petstore.api_errors.api_csrf_failure"  # JSON under /api/, Django's page elsewhere
 # petstore/csp.py. Scripts only from our own origin (the admin, /api/asyncapi/ and /api/docs/
 # load theirs from static files); inline styles stay allowed: the admin's templates use <style>.
 CONTENT_SECURITY_POLICY = {
