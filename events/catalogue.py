@@ -69,8 +69,14 @@ class DomainEvent(Message):
     announces: ClassVar[tuple[type[Message], ...]] = ()
 
     def to_stored(self) -> dict[str, Any]:
-        """Return the payload as stored in the log (snake_case JSON)."""
-        return self.model_dump(mode="json")
+        """Return the payload as stored in the log (snake_case JSON), checked against its schema.
+
+        Construction validates already; this catches what skipped it (model_construct, a
+        mutated field), so an invalid event fails its command before anything is written.
+        """
+        payload = self.model_dump(mode="json")
+        type(self).model_validate(payload)
+        return payload
 
     @classmethod
     def stream_id_field(cls) -> str:

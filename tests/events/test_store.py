@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
+from pydantic import ValidationError
 
 from adoptions.domain import Pet, PetStatus
 from adoptions.services import pets
@@ -197,3 +198,12 @@ def test_append_refuses_a_version_already_taken():
             expected_version=0,
             metadata=META,
         )
+
+
+def test_an_event_that_skipped_validation_fails_its_command_and_writes_nothing():
+    invalid = PetRegistered.model_construct(name="", species="lizard", age=-1, shelter_id=uuid.uuid4())
+
+    with pytest.raises(ValidationError, match="PetRegistered"), transaction.atomic():
+        append(stream_type="pet", stream_id=uuid.uuid4(), events=[invalid], expected_version=0, metadata={})
+
+    assert not StoredEvent.objects.exists() and not OutboxMessage.objects.exists()
