@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,10 @@ def client_app(monkeypatch):
 
 
 def ping_through_a_worker(client: Celery, env: dict[str, str], log: Path):
-    """Start a worker, send petstore.ping from `client`, stop it; return result and exit code."""
+    """Start a worker, send petstore.ping from `client`, stop it.
+
+    Returns the result, the exit code and how much lower the worker's CPU priority was than ours.
+    """
     worker = start(celery_worker(queues=["celery"]), env=env, log=log)
     try:
         wait_for_ready(worker, log)
@@ -37,10 +41,11 @@ def ping_through_a_worker(client: Celery, env: dict[str, str], log: Path):
             assert result.get(timeout=30) == "pong"
         except Exception as error:
             raise AssertionError(f"{error!r}; worker log:\n{log.read_text()[-3000:]}") from error
+        niceness = os.getpriority(os.PRIO_PROCESS, worker.pid) - os.getpriority(os.PRIO_PROCESS, 0)
     finally:
         stop(worker, grace=15)  # SIGTERM: a warm shutdown (about 6 s with the prefork pool)
         client.close()
-    return result, worker.returncode
+    return result, worker.returncode, niceness
 
 
 def test_worker_consuming_from_rabbitmq_answers_ping(broker, require_postgres, client_app, tmp_path):
@@ -48,7 +53,7 @@ def test_worker_consuming_from_rabbitmq_answers_ping(broker, require_postgres, c
 
     client = client_app(broker=broker, backend="django-db", result_extended=True)
 
-    result, exit_code = ping_through_a_worker(client, child_env(), tmp_path / "worker.log")
+    result, exit_code, _ = ping_through_a_worker(client, child_env(), tmp_path / "worker.log")
 
     assert exit_code == 0  # it shut down cleanly on SIGTERM
     stored = TaskResult.objects.get(task_id=result.id)  # the worker wrote it to our database
@@ -71,6 +76,7 @@ def test_worker_on_the_embedded_broker_answers_ping(embedded_broker, client_app,
         CELERY_RESULT_BACKEND=f"file://{results}",  # read by Celery itself, over the settings
     )
 
-    result, exit_code = ping_through_a_worker(client, env, tmp_path / "worker.log")
+    result, exit_code, niceness = ping_through_a_worker(client, env, tmp_path / "worker.log")
 
     assert result.status == "SUCCESS" and exit_code == 0
+    assert niceness == min(10, 19 - os.getpriority(os.PRIO_PROCESS, 0))  # WORKER_NICE: requests first

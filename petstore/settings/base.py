@@ -211,6 +211,9 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 5
 # this is set: a new PostgreSQL connection per task cost ~20 ms of server CPU (bench/handlers).
 # Connections are still recycled after this many tasks, and CONN_HEALTH_CHECKS drops dead ones.
 CELERY_DB_REUSE_MAX = 1000
+# The worker's CPU priority (nice): where web and worker share cores, adoptions answer first
+# and the side effects take what is left. 0 keeps the worker at the web's priority.
+WORKER_NICE = env.int("WORKER_NICE", default=10)
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_EXTENDED = True
 CELERY_TASK_ACKS_LATE = True
