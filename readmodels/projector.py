@@ -73,6 +73,11 @@ def projection(
     return declared
 
 
+#: From this many rows a batch is written by COPY (four statements, but cheap per row); live
+#: catch-up batches are small, and one INSERT … ON CONFLICT is quicker for them.
+COPY_FROM_ROWS = 200
+
+
 class Batch:
     """The rows one batch of events reads and writes, flushed at the end in bulk."""
 
@@ -116,7 +121,7 @@ class Batch:
     def flush(self) -> None:
         for table, keys in self._dirty.items():
             rows = [self._rows[table][k] for k in keys]
-            if connection.vendor == "postgresql":
+            if connection.vendor == "postgresql" and len(rows) >= COPY_FROM_ROWS:
                 _copy_upsert(table, rows)
             else:
                 unique = ["generation", table.projection_key]

@@ -62,7 +62,12 @@ def random_commands(shelters, count: int, seed: int) -> None:
             services.pet_return(pet_id=pet.id, reason=f"reason {i}", context=CONTEXT)
 
 
-def test_applying_events_one_batch_at_a_time_equals_a_rebuild(shelter, other_shelter):
+@pytest.mark.parametrize("copy_from_rows", [200, 1], ids=["insert", "copy"])
+def test_applying_events_one_batch_at_a_time_equals_a_rebuild(
+    shelter, other_shelter, monkeypatch, copy_from_rows
+):
+    """Both ways of writing a batch: one INSERT … ON CONFLICT, and (PostgreSQL) COPY then merge."""
+    monkeypatch.setattr("readmodels.projector.COPY_FROM_ROWS", copy_from_rows)
     random_commands([shelter, other_shelter], 60, seed=7)
     for projection in PROJECTIONS.values():  # tiny batches: many checkpoints
         while catch_up(projection, batch_size=3):
