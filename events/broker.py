@@ -136,7 +136,9 @@ def task_envelope(row_id: int, handler: Handler, event_id) -> Envelope:
     from petstore.celery import app
 
     task_id = str(uuid.uuid4())
-    task = app.amqp.as_task_v2(task_id, handler.name, args=(str(event_id),))
+    # The Delivery row is the task's outcome: the header must say so, or it overrides the task's
+    # own ignore_result and every step also writes a result row nobody reads.
+    task = app.amqp.as_task_v2(task_id, handler.name, args=(str(event_id),), ignore_result=True)
     properties = {
         "content_type": "application/json",
         "content_encoding": "utf-8",
