@@ -6,6 +6,7 @@ import time
 from urllib.parse import unquote, urlsplit
 
 import amqp
+from django.conf import settings
 
 from events.broker import declare_topology, envelopes_for, events_exchange
 
@@ -29,7 +30,7 @@ def bind_queue(url: str, queue: str, pattern: str) -> None:
 
     with kombu.Connection(url) as conn:
         channel = conn.channel()
-        declare_topology(channel)
+        declare_topology(channel, stream=settings.EVENTS_STREAM_ENABLED)
         kombu.Queue(queue, events_exchange(), routing_key=pattern, durable=True)(channel).declare()
         channel.queue_purge(queue)
 
@@ -80,9 +81,12 @@ class BatchConfirmPublisher:
         self.pending -= settled
 
     def publish_batch(self, messages, *, timeout: float = 10.0) -> None:
-        """Publish each row's envelopes (the very AMQP messages the relay sends), then wait."""
+        """Publish each row's envelopes (the very AMQP messages the relay sends), then wait.
+
+        The relay also copies each event to the stream when it is enabled: so does this.
+        """
         for message in messages:
-            for envelope in envelopes_for(message):
+            for envelope in envelopes_for(message, stream=settings.EVENTS_STREAM_ENABLED):
                 self.tag += 1
                 self.pending.add(self.tag)
                 self.channel.basic_publish(

@@ -3,10 +3,11 @@
 Ours: events.relay.Relay(ConfirmingPublisher).drain() over an outbox filled with PetNameChanged
 events (one message each): claim a batch, publish it, wait for the confirms, mark it sent.
 Reference: the same AMQP messages (events.broker.envelopes_for: same bodies, properties,
-routing keys; same batch size) published with raw py-amqp and batched confirms, without the
-database. A third variant runs the relay with 100,000 already published rows left in the
-table, as a running system has them (published rows are never deleted). A queue bound to
-`pet.#` makes every message routed; its depth is checked after each round, then purged.
+routing keys, and the stream copy of each event when the stream is on, as the relay sends it;
+same batch size) published with raw py-amqp and batched confirms, without the database.
+A third variant runs the relay with 100,000 already published rows left in the table, as a
+running system has them (published rows are never deleted). A queue bound to `pet.#` makes
+every message routed; its depth is checked after each round, then purged.
 """
 
 from __future__ import annotations
