@@ -4,6 +4,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from celery import current_app
 from django.core.management import call_command
 from django.utils import timezone
 
@@ -37,6 +38,7 @@ def flaky_handler(settings):
     )(run)
     yield HANDLERS["test.flaky"], calls, settled, behaviour
     del HANDLERS["test.flaky"]
+    current_app.tasks.pop("test.flaky", None)  # the next test registers its own task
 
 
 def renamed_event() -> StoredEvent:
