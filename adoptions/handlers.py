@@ -7,15 +7,16 @@ settles by recomputing the adoption's status (services.adoption_progress).
 from __future__ import annotations
 
 from events.handlers import event_handler
+from events.models import Delivery
 from events.store import RecordedEvent
 
 from . import aftercare, services
 from .models import Adoption
 
 
-def adoption_settled(event: RecordedEvent, status: str) -> None:
-    if event.event_type == "PetAdopted":
-        services.adoption_progress(adoption_id=event.event.adoption_id)
+def adoption_settled(delivery: Delivery) -> None:
+    if delivery.event_type == "PetAdopted":
+        services.adoption_progress(adopted_event_id=delivery.event_id)
 
 
 def adoption_step(name: str, *, queue: str, on: tuple[str, ...] = ("PetAdopted",), time_limit: int = 60):

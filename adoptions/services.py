@@ -144,15 +144,18 @@ def pet_rename(
     return _save(pet, context=context, expected_version=expected_version)
 
 
-def adoption_progress(*, adoption_id: UUID) -> Adoption:
-    """Recompute an adoption's status from its steps; complete it exactly once.
+def adoption_progress(*, adopted_event_id: UUID) -> Adoption | None:
+    """Recompute the status of the adoption this PetAdopted event began; complete it exactly once.
 
     Each step calls this inside the transaction that records its outcome. The row lock makes
     two steps finishing at the same moment take turns, and the second then sees the first's
-    committed outcome, so the last step always sees all of them.
+    committed outcome, so the last step always sees all of them. None: no adoption began with
+    this event (it was not appended by pet_adopt).
     """
     with transaction.atomic(savepoint=False):
-        adoption = Adoption.objects.select_for_update().get(id=adoption_id)
+        adoption = Adoption.objects.select_for_update().filter(adopted_event_id=adopted_event_id).first()
+        if adoption is None:
+            return None
         if adoption.status in (Adoption.Status.COMPLETED, Adoption.Status.RETURNED):
             return adoption
         before = adoption.status

@@ -27,7 +27,6 @@ from django.utils import timezone
 from . import incoming, outbox
 from .handlers import HANDLERS, Handler
 from .models import Delivery, StoredEvent
-from .store import RecordedEvent
 
 logger = logging.getLogger(__name__)
 
@@ -81,17 +80,17 @@ def deliver(handler_name: str, event_id: UUID) -> str:
         try:
             event = incoming.received_event(handler, row)  # checked before any handler code runs
         except incoming.InvalidMessage as error:  # it can never be handled: dead at once
-            return _fail(handler, delivery, None, error, permanent=True)
+            return _fail(handler, delivery, error, permanent=True)
         try:
             with transaction.atomic():
                 handler.run(event)
                 _finish(delivery, Status.SUCCEEDED)
-                _settled(handler, event, Status.SUCCEEDED)
+                _settled(handler, delivery)
         except Exception as error:  # any failure: record it, retry later or give up
             logger.warning(
                 "%s failed on %s (attempt %s): %r", handler.name, event_id, delivery.attempts, error
             )
-            return _fail(handler, delivery, event, error)
+            return _fail(handler, delivery, error)
     return Status.SUCCEEDED
 
 
@@ -137,20 +136,12 @@ def _finish(delivery: Delivery, status: str, error: str = "") -> None:
     delivery.save(update_fields=["status", "finished_at", "last_error", "next_attempt_at"])
 
 
-def _fail(
-    handler: Handler,
-    delivery: Delivery,
-    event: RecordedEvent | None,
-    error: Exception,
-    *,
-    permanent: bool = False,
-) -> str:
+def _fail(handler: Handler, delivery: Delivery, error: Exception, *, permanent: bool = False) -> str:
     message = f"{type(error).__name__}: {error}"[:2000]
     with transaction.atomic():
         if permanent or delivery.attempts >= handler.attempts_allowed:
             _finish(delivery, Status.DEAD, message)
-            if event is not None:
-                _settled(handler, event, Status.DEAD)
+            _settled(handler, delivery)
         else:
             delivery.status, delivery.last_error = Status.FAILED, message
             delivery.next_attempt_at = timezone.now() + retry_delay(delivery.attempts)
@@ -159,20 +150,21 @@ def _fail(
     return delivery.status
 
 
-def _settled(handler: Handler, event: RecordedEvent, status: str) -> None:
+def _settled(handler: Handler, delivery: Delivery) -> None:
     """Tell the handler's owner, inside the transaction that recorded the outcome.
 
     In the same transaction, so a crash can never leave e.g. an adoption "processing" after
-    its last step succeeded.
+    its last step succeeded. The owner hears of the delivery row, not the parsed event: a
+    message that failed validation settles too.
     """
     if handler.on_settled is not None:
-        handler.on_settled(event, status)
+        handler.on_settled(delivery)
 
 
 def redrive(*, handler: str | None = None, event_id: UUID | None = None) -> int:
     """Give dead deliveries a fresh set of attempts; return how many were scheduled.
 
-    Each handler hears of it (on_settled with "pending"), so e.g. an adoption leaves
+    Each handler hears of it (on_settled, status "pending"), so e.g. an adoption leaves
     needs_attention as soon as its dead step is on its way again.
     """
     dead = Delivery.objects.filter(status=Status.DEAD)
@@ -187,8 +179,7 @@ def redrive(*, handler: str | None = None, event_id: UUID | None = None) -> int:
             delivery.status, delivery.attempts, delivery.finished_at = Status.PENDING, 0, None
             delivery.save(update_fields=["status", "attempts", "finished_at"])
             outbox.enqueue_handler(handler, delivery.event_id, at=timezone.now())
-            row = StoredEvent.objects.get(event_id=delivery.event_id)
-            _settled(handler, RecordedEvent.from_row(row), Status.PENDING)
+            _settled(handler, delivery)
     return len(redriven)
 
 
@@ -214,8 +205,7 @@ def recover_stalled() -> int:
                 stalled = Delivery.objects.select_for_update().get(pk=delivery.pk)
                 if stalled.status != Status.RUNNING or stalled.started_at != delivery.started_at:
                     continue
-                row = StoredEvent.objects.get(event_id=stalled.event_id)
                 error = TimeoutError(f"no outcome {int(limit.total_seconds())}s after it started")
-                _fail(handler, stalled, RecordedEvent.from_row(row), error)
+                _fail(handler, stalled, error)
                 recovered += 1
     return recovered

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from celery import shared_task
 from django.conf import settings
 
 from .store import RecordedEvent
+
+if TYPE_CHECKING:
+    from .models import Delivery
 
 
 @dataclass(frozen=True)
@@ -26,8 +30,9 @@ class Handler:
     run: Callable[[RecordedEvent], None]
     time_limit: int = 60  # seconds; must stay well under RabbitMQ's consumer timeout
     max_attempts: int = 0  # 0: settings.HANDLER_MAX_ATTEMPTS
-    #: Called after commit when a delivery succeeds or goes dead (e.g. to complete an adoption).
-    on_settled: Callable[[RecordedEvent, str], None] | None = field(default=None, compare=False)
+    #: Called with the Delivery, in the transaction that records it succeeded, went dead or was
+    #: redriven (e.g. to complete an adoption).
+    on_settled: Callable[[Delivery], None] | None = field(default=None, compare=False)
 
     @property
     def attempts_allowed(self) -> int:
@@ -48,7 +53,7 @@ def event_handler(
     queue: str,
     time_limit: int = 60,
     max_attempts: int = 0,
-    on_settled: Callable[[RecordedEvent, str], None] | None = None,
+    on_settled: Callable[[Delivery], None] | None = None,
 ) -> Callable:
     """Register a function as the handler `name` for the given message names."""
 

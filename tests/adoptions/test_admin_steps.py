@@ -164,7 +164,7 @@ def test_the_page_shows_certificate_link_and_vet_date_once_the_steps_ran(
 def test_retrying_a_dead_step_schedules_its_handler_again(staff_client, adoption):
     # given a dead step, so the adoption needs attention
     delivery(adoption, VET, "dead", error="NoFreeSlot")
-    services.adoption_progress(adoption_id=adoption.id)
+    services.adoption_progress(adopted_event_id=adoption.adopted_event_id)
 
     response = staff_client.post(retry_url(adoption), {"handler": VET}, follow=True)
 
@@ -267,7 +267,7 @@ def test_redrive_action_redrives_only_the_dead_deliveries(staff_client, adoption
     dead = [delivery(adoption, VET, "dead"), delivery(adoption, WELCOME, "dead")]
     done = delivery(adoption, CERTIFICATE, "succeeded", attempts=1)
     theirs = delivery(other_adoption, VET, "dead")
-    services.adoption_progress(adoption_id=adoption.id)
+    services.adoption_progress(adopted_event_id=adoption.adopted_event_id)
 
     response = staff_client.post(
         url("events_delivery_changelist"),

@@ -57,7 +57,7 @@ def test_all_steps_succeeding_completes_the_adoption_once(pet, customer):
 
     results = run_steps(adoption)
     run_steps(adoption)  # a redelivery of everything changes nothing
-    services.adoption_progress(adoption_id=adoption.id)
+    services.adoption_progress(adopted_event_id=adoption.adopted_event_id)
 
     assert set(results.values()) == {"succeeded"}
     adoption.refresh_from_db()

@@ -34,7 +34,7 @@ def flaky_handler(settings):
         name="test.flaky",
         on=("PetNameChanged",),
         queue="analytics",
-        on_settled=lambda event, status: settled.append(status),
+        on_settled=lambda delivery: settled.append(delivery.status),
     )(run)
     yield HANDLERS["test.flaky"], calls, settled, behaviour
     del HANDLERS["test.flaky"]

@@ -11,9 +11,10 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from adoptions.models import ShelterInventory
+from adoptions.models import Adoption, ShelterInventory, WelcomePackage
 from events import outbox
 from events.catalogue import PetRegistered
+from events.delivery import redrive
 from events.handlers import HANDLERS, event_handler
 from events.incoming import InvalidMessage, event_from_message
 from events.models import Delivery, OutboxMessage, StoredEvent
@@ -38,7 +39,7 @@ def _registered():
         name="test.recording",
         on=("PetRegistered", "PetNameChanged"),
         queue="analytics",
-        on_settled=lambda event, status: settled.append(status),
+        on_settled=lambda delivery: settled.append(delivery.status),
     )(calls.append)
     yield HANDLERS["test.recording"], calls, settled
     del HANDLERS["test.recording"]
@@ -80,7 +81,7 @@ def test_invalid_message_goes_dead_at_once_with_the_error_and_the_handler_never_
 
     outcome = run_task(handler, row)
 
-    assert outcome == "dead" and calls == [] and settled == []
+    assert outcome == "dead" and calls == [] and settled == ["dead"]  # its owner hears of it
     delivery = delivery_of(handler, row)
     assert (delivery.status, delivery.attempts) == ("dead", 1)
     assert delivery.last_error.startswith("InvalidMessage: PetNameChanged v1 does not match its schema")
@@ -168,6 +169,23 @@ def test_a_real_step_never_half_processes_an_invalid_message(shelter):
 
     assert not ShelterInventory.objects.filter(shelter_id=shelter.id).exists()
     assert "age: Input should be a valid integer" in delivery_of(inventory, row).last_error
+
+
+def test_an_adoption_whose_event_is_invalid_needs_attention_and_redrive_does_not_raise(pet, customer):
+    welcome = HANDLERS["adoptions.welcome_package"]
+    row = stored("PetAdopted", {"customer_id": str(customer.id), "shelter_id": "not-a-uuid"})
+    adoption = Adoption.objects.create(
+        pet_id=pet.id, customer=customer, shelter_id=pet.shelter_id, adopted_event_id=row.event_id
+    )
+
+    assert run_task(welcome, row) == "dead"
+    adoption.refresh_from_db()
+    assert adoption.status == Adoption.Status.NEEDS_ATTENTION
+    assert not WelcomePackage.objects.filter(adoption=adoption).exists()
+
+    assert redrive(handler=welcome.name, event_id=row.event_id) == 1  # staff retry it
+    adoption.refresh_from_db()
+    assert adoption.status == Adoption.Status.PROCESSING
 
 
 @pytest.mark.django_db(transaction=True)
