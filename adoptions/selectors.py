@@ -85,6 +85,14 @@ class AdoptionStep:
     finished_at: datetime | None
 
 
+def adoption_step_statuses(adoption: Adoption) -> set[str]:
+    """The statuses its steps are in (pending for a step not started): what settles an adoption."""
+    recorded = dict(
+        Delivery.objects.filter(event_id=adoption.adopted_event_id).values_list("handler", "status")
+    )
+    return {recorded.get(handler.name, "pending") for handler in handlers_for("PetAdopted")}
+
+
 def adoption_steps(adoption: Adoption) -> list[AdoptionStep]:
     """Each handler of the adoption's PetAdopted event with its delivery (pending if none yet)."""
     deliveries = (

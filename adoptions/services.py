@@ -16,7 +16,7 @@ from events.store import ConcurrencyConflict, StreamNotFound, append, last_posit
 from . import pets
 from .domain import DomainError, Pet, PetNotFound
 from .models import Adoption, Customer, PetRecord, Shelter
-from .selectors import adoption_details, adoption_steps
+from .selectors import adoption_details, adoption_step_statuses
 
 
 class ShelterMismatch(DomainError):
@@ -159,7 +159,7 @@ def adoption_progress(*, adopted_event_id: UUID) -> Adoption | None:
         if adoption.status in (Adoption.Status.COMPLETED, Adoption.Status.RETURNED):
             return adoption
         before = adoption.status
-        statuses = {step.status for step in adoption_steps(adoption)}
+        statuses = adoption_step_statuses(adoption)
         if "dead" in statuses:
             adoption.status = Adoption.Status.NEEDS_ATTENTION
         elif statuses == {"succeeded"}:
