@@ -20,10 +20,11 @@ shelter_dashboard = projection(
 
 
 def shelter_name(batch: Batch, shelter_id) -> str:
-    names = batch.memo.get("shelter_names")
-    if names is None or shelter_id not in names:
-        names = batch.memo["shelter_names"] = dict(Shelter.objects.values_list("id", "name"))
-    return names.get(shelter_id, "")
+    return batch.lookup("shelter_names", shelter_id, _every_shelter_name) or ""
+
+
+def _every_shelter_name(_) -> dict:
+    return dict(Shelter.objects.values_list("id", "name"))  # a few rows: all of them at once
 
 
 # ---------------------------------------------------------------- available_pets
@@ -76,26 +77,23 @@ def rename_listing(event: RecordedEvent, batch: Batch) -> None:
 
 def _pet_shelter(batch: Batch, pet_id, fallback=None):
     """The pet's shelter, looked up for every pet of the batch in one query."""
-    shelters = batch.memo.get("pet_shelters")
-    if shelters is None or pet_id not in shelters:
+
+    def of_the_batch_pets(pet_id) -> dict:
         pet_ids = {event.stream_id for event in batch.events} | {pet_id}
-        shelters = batch.memo["pet_shelters"] = dict(
-            PetRecord.objects.filter(id__in=pet_ids).values_list("id", "shelter_id")
-        )
-        shelters.setdefault(pet_id, None)
-    return shelters[pet_id] or fallback
+        return dict(PetRecord.objects.filter(id__in=pet_ids).values_list("id", "shelter_id"))
+
+    return batch.lookup("pet_shelters", pet_id, of_the_batch_pets) or fallback
 
 
 def _customer_name(batch: Batch, customer_id) -> str:
     """The customer's name, looked up for every adopter of the batch in one query."""
-    names = batch.memo.get("customer_names")
-    if names is None or customer_id not in names:
+
+    def of_the_batch_adopters(customer_id) -> dict:
         adopters = {e.event.customer_id for e in batch.events if e.event_type == "PetAdopted"}
-        names = batch.memo["customer_names"] = dict(
-            Customer.objects.filter(id__in=adopters | {customer_id}).values_list("id", "full_name")
-        )
-        names.setdefault(customer_id, "")
-    return names[customer_id]
+        customers = Customer.objects.filter(id__in=adopters | {customer_id})
+        return dict(customers.values_list("id", "full_name"))
+
+    return batch.lookup("customer_names", customer_id, of_the_batch_adopters) or ""
 
 
 @adoption_history.on("PetAdopted")

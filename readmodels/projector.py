@@ -85,7 +85,7 @@ class Batch:
         self.generation = generation
         self._rows: dict[type[models.Model], dict[Any, models.Model | None]] = {}
         self._dirty: dict[type[models.Model], set[Any]] = {}
-        self.memo: dict[str, Any] = {}  # per-batch lookups (e.g. shelter names)
+        self.memo: dict[str, dict] = {}  # lookups made once per batch (see lookup)
         self.events: list[RecordedEvent] = []  # this batch's events, for lookups done in bulk
 
     def prefetch(self, table: type[models.Model], keys: Iterable[Any]) -> None:
@@ -106,6 +106,18 @@ class Batch:
             cache[getattr(row, key)] = row
         for k in missing:
             cache.setdefault(k, None)
+
+    def lookup(self, name: str, key: Any, fetch: Callable[[Any], dict]) -> Any:
+        """A value from outside the read model (a shelter's name…), fetched once per batch.
+
+        `fetch(key)` returns {key: value} for `key` and whatever else this batch will ask for;
+        it runs again only for a key it did not cover, which is then remembered as None.
+        """
+        found = self.memo.get(name)
+        if found is None or key not in found:
+            found = self.memo[name] = fetch(key)
+            found.setdefault(key, None)
+        return found[key]
 
     def get(self, table: type[models.Model], key: Any) -> models.Model | None:
         self.prefetch(table, [key])
@@ -202,19 +214,20 @@ def apply_events(projection: Projection, rows: list[StoredEvent], batch: Batch) 
     handled = [row for row in rows if row.event_type in projection.handlers]
     for table in projection.keyed_by_stream:
         batch.prefetch(table, {row.stream_id for row in handled})
-    batch.events = []
-    for row in handled:
-        try:
-            event = RecordedEvent.from_row(row)
-            batch.events.append(event)
-        except Exception as error:
-            raise ProjectionFailed(row, error) from error
+    batch.events = [_parsed(row) for row in handled]  # all first: handlers look up in bulk
     for row, event in zip(handled, batch.events, strict=True):
         try:
             projection.handlers[row.event_type](event, batch)
         except Exception as error:
             raise ProjectionFailed(row, error) from error
     batch.flush()
+
+
+def _parsed(row: StoredEvent) -> RecordedEvent:
+    try:
+        return RecordedEvent.from_row(row)
+    except Exception as error:
+        raise ProjectionFailed(row, error) from error
 
 
 def _advance(state: ProjectionState, rows: list[StoredEvent], *, rebuilding: bool = False) -> None:
@@ -302,27 +315,30 @@ def rebuild(projection: Projection, *, batch_size: int = 5000, progress=None) ->
     generation = _start_rebuild(projection)
     replayed, swapped = 0, False
     read_ahead = ReadAhead(batch_size)
-    while not swapped:
-        with transaction.atomic():
-            state = state_of(projection.name, lock=True)
-            after = LogPosition(state.rebuild_transaction_id, state.rebuild_position)
-            rows = read_ahead.take(after)
-            if rows:
-                apply_events(projection, rows, Batch(generation))
-                _advance(state, rows, rebuilding=True)
-                replayed += len(rows)
-            if len(rows) < batch_size:  # caught up: swap in, in this same transaction
-                _analyze(projection)
-                old = state.generation
-                state.generation, state.rebuild_generation = generation, None
-                state.transaction_id, state.position = state.rebuild_transaction_id, state.rebuild_position
-                state.status, state.error, state.error_position = ProjectionState.Status.RUNNING, "", None
-                state.events_applied = replayed
-                state.save()
-                swapped = True
-        if progress:  # outside the transaction: the live projector is not held up by it
-            progress(replayed, state.rebuild_position)
-    read_ahead.close()
+    try:
+        while not swapped:
+            with transaction.atomic():
+                state = state_of(projection.name, lock=True)
+                after = LogPosition(state.rebuild_transaction_id, state.rebuild_position)
+                rows = read_ahead.take(after)
+                if rows:
+                    apply_events(projection, rows, Batch(generation))
+                    _advance(state, rows, rebuilding=True)
+                    replayed += len(rows)
+                if len(rows) < batch_size:  # caught up: swap in, in this same transaction
+                    _analyze(projection)
+                    old = state.generation
+                    state.generation, state.rebuild_generation = generation, None
+                    state.transaction_id = state.rebuild_transaction_id
+                    state.position = state.rebuild_position
+                    state.status, state.error, state.error_position = ProjectionState.Status.RUNNING, "", None
+                    state.events_applied = replayed
+                    state.save()
+                    swapped = True
+            if progress:  # outside the transaction: the live projector is not held up by it
+                progress(replayed, state.rebuild_position)
+    finally:  # an interrupted rebuild must not leave the reading thread and its connection
+        read_ahead.close()
     _drop_generation(projection, old)
     return replayed
 
