@@ -23,6 +23,7 @@ from .stack import (
     CeleryWorker,
     CpuMeter,
     QueueWatch,
+    adoption_steps,
     busiest_others,
     cpu_ms_per,
     cpu_note,
@@ -35,7 +36,6 @@ from .stack import (
     worker_description,
 )
 
-STEPS = 7  # handlers of PetAdopted
 REFERENCE = "Celery no-op task (bench.noop) drained by the same worker, same seven queues"
 
 
@@ -81,11 +81,11 @@ def run(bench: Bench) -> list[Figure]:
 
 def _figures(ours: Drain, ref: Drain, rounds: int, adoptions: int) -> list[Figure]:
     notes = [
-        f"{rounds} round(s) per side of {adoptions} adoptions ({adoptions * STEPS} tasks) / "
+        f"{rounds} round(s) per side of {adoptions} adoptions ({adoptions * adoption_steps()} tasks) / "
         f"{ref.tasks // rounds} no-op tasks; {worker_description()}",
         f"ours: {ours.settled} of {ours.tasks} deliveries settled; {_step_times()}",
-        f"= {ours.rate / STEPS:.1f} adoptions/s if the worker had the machine to itself "
-        f"(50 adoptions/s would need {50 * STEPS} tasks/s)",
+        f"= {ours.rate / adoption_steps():.1f} adoptions/s if the worker had the machine to itself "
+        f"(50 adoptions/s would need {50 * adoption_steps()} tasks/s)",
         cpu_note(ours.cpu, "handler task"),
         cpu_note(ref.cpu, "no-op task"),
     ]
@@ -125,7 +125,7 @@ def steps_drain(url: str, pet_ids: list[str], customer_id: uuid.UUID) -> Drain:
     finally:
         relay.publisher.close()
     purge_unrouted(url)
-    tasks, before = len(pet_ids) * STEPS, _settled_count()
+    tasks, before = len(pet_ids) * adoption_steps(), _settled_count()
     drain = _drain(url, tasks, lambda: _settled_count() - before, poll=0.2)
     outbox_skip_pending()  # retries of failed steps (none expected) are not replayed
     return drain

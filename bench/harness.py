@@ -123,7 +123,6 @@ class Bench:
     amqp_url: str  # server URL without a vhost
     vhost: str = ""
     tools: dict[str, str] = field(default_factory=dict)
-    media_root: str = ""  # certificates the handlers render in this run (a temporary folder)
     #: Figures one module measures and another reuses (e.g. the Celery no-op drain rate).
     measured: dict[str, float] = field(default_factory=dict)
 
@@ -192,9 +191,9 @@ def setup_django(bench: Bench) -> None:
     os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
     os.environ["BENCH_DATABASE_URL"] = bench.database_url
     os.environ["BENCH_BROKER_URL"] = bench.broker_url
-    bench.media_root = tempfile.mkdtemp(prefix="petstore-bench-media-")
-    atexit.register(shutil.rmtree, bench.media_root, ignore_errors=True)
-    os.environ["BENCH_MEDIA_ROOT"] = bench.media_root
+    media_root = tempfile.mkdtemp(prefix="petstore-bench-media-")  # the certificates of this run
+    atexit.register(shutil.rmtree, media_root, ignore_errors=True)
+    os.environ["BENCH_MEDIA_ROOT"] = media_root
     import django
     from django.core.management import call_command
 

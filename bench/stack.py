@@ -136,19 +136,26 @@ def _listeners() -> int:
 # ----------------------------------------------------------------------------- the broker
 
 
+def adoption_steps() -> int:
+    """How many handlers a PetAdopted fans out to: the steps of one adoption."""
+    from events.handlers import handlers_for
+
+    return len(handlers_for("PetAdopted"))
+
+
 def handler_queues() -> list[str]:
     from django.conf import settings
 
     return list(settings.PETSTORE_HANDLER_QUEUES)
 
 
-def queue_stats(url: str, queues: Iterable[str] | None = None) -> dict[str, tuple[int, int]]:
-    """{queue: (ready messages, consumers)} for the given queues (default: all task queues)."""
+def queue_stats(url: str) -> dict[str, tuple[int, int]]:
+    """{queue: (ready messages, consumers)} for every task queue."""
     from django.conf import settings
 
     from . import rabbit
 
-    names = list(queues) if queues is not None else [q.name for q in settings.CELERY_TASK_QUEUES]
+    names = [q.name for q in settings.CELERY_TASK_QUEUES]
     connection = rabbit.connect(url)
     try:
         channel = connection.channel()

@@ -39,12 +39,14 @@ from .stack import (
     Outcome,
     QueueWatch,
     RelayProcess,
+    adoption_steps,
     busiest_others,
     cpu_ms_per,
     cpu_note,
     customer_with_token,
     declare_and_purge,
     handler_queues,
+    outbox_pending,
     outbox_skip_pending,
     outcome,
     pets_register,
@@ -52,7 +54,6 @@ from .stack import (
     worker_description,
 )
 
-STEPS = 7
 GOAL = 50.0  # adoptions/s
 # Rates tried, adoptions/s: steps of 15-25 %, from well below to well above the goal.
 LADDER = [1, 1.5, 2, 2.5, 3, 3.5, 4, 5, 6, 7, 8, 10, 12, 15, 18, 22, 26, 30, 35, 40, 50, 60, 70, 85, 100]
@@ -158,7 +159,7 @@ def run(bench: Bench) -> list[Figure]:
     probe_seconds, confirm_seconds = bench.scale(20, 8), bench.scale(60, 15)
     max_probes = int(bench.scale(4, 2))
     _measure_references(bench)
-    start = bench.measured["handler_tasks_per_s"] / STEPS * 0.8  # web and relay share the cores
+    start = bench.measured["handler_tasks_per_s"] / adoption_steps() * 0.8  # web and relay share the cores
     worker = CeleryWorker(url)
     with Gunicorn() as server, worker.running():
         system = System(server, worker, url, customer.token)
@@ -227,7 +228,7 @@ def _search(system: System, start: float, seconds: float, max_probes: int):
 def _figures(bench: Bench, probes: list[Probe], confirmed: Probe | None) -> list[Figure]:
     kept = confirmed is not None and not confirmed.failures()
     rate = confirmed.rate if kept else math.nan
-    reference = bench.measured["noop_tasks_per_s"] / STEPS
+    reference = bench.measured["noop_tasks_per_s"] / adoption_steps()
     notes = [f"{rate / GOAL:.2f} of the goal ({GOAL:g}/s); {worker_description()}; gunicorn 3 sync workers"]
     notes += [f"probe {p.summary()}" for p in probes]
     cpu_total = math.nan
@@ -235,7 +236,7 @@ def _figures(bench: Bench, probes: list[Probe], confirmed: Probe | None) -> list
         notes.append(cpu_note(confirmed.cpu, f"adoption at {confirmed.rate:g}/s"))
         notes.append(confirmed.others)
         cpu_total = confirmed.cpu["total"]
-    noop_cpu = bench.measured.get("noop_cpu_ms", math.nan) * STEPS
+    noop_cpu = bench.measured.get("noop_cpu_ms", math.nan) * adoption_steps()
     cpu_label = "CPU of seven Celery no-op tasks (handlers figure, same run)"
     return [
         Figure(
@@ -333,9 +334,7 @@ class Monitor(threading.Thread):
                         [self.since],
                     )
                     created, completed = cursor.fetchone()
-                    cursor.execute("SELECT count(*) FROM event_outbox WHERE published_at IS NULL")
-                    pending = cursor.fetchone()[0]
-                self.samples.append(Sample(at, created, completed, pending, watch.depth()))
+                self.samples.append(Sample(at, created, completed, outbox_pending(), watch.depth()))
                 self.stopped.wait(max(0.0, start + len(self.samples) - time.monotonic()))
         finally:
             watch.close()
