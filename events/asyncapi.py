@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 from .catalogue import EVENT_TYPES, MESSAGE_TYPES, Message
-from .handlers import HANDLERS
+from .handlers import handlers_for
 
 HEADERS_SCHEMA = {
     "type": "object",
@@ -32,6 +32,11 @@ HEADERS_SCHEMA = {
         "causation-id": {"type": ["string", "null"]},
     },
 }
+
+
+def _operation_id(handler_name: str) -> str:
+    """adoptions.vet_appointment -> adoptionsVetAppointment."""
+    return _camel("".join(part.title() for part in re.split(r"[._]", handler_name)))
 
 
 def _camel(name: str) -> str:
@@ -143,14 +148,13 @@ def _operations(channels: dict[str, type[Message]]) -> dict[str, Any]:
             "messages": [message_ref],
             "summary": f"Any service may bind a queue to {message_type.channel}",
         }
-        for handler in HANDLERS.values():
-            if name in handler.messages:
-                operations[f"{_camel(''.join(p.title() for p in re.split(r'[._]', handler.name)))}"] = {
-                    "action": "receive",
-                    "channel": reference,
-                    "messages": [message_ref],
-                    "summary": f"Celery task {handler.name} on queue {handler.queue}",
-                }
+        for handler in handlers_for(name):
+            operations[_operation_id(handler.name)] = {
+                "action": "receive",
+                "channel": reference,
+                "messages": [message_ref],
+                "summary": f"Celery task {handler.name} on queue {handler.queue}",
+            }
     return operations
 
 

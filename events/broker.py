@@ -151,11 +151,6 @@ def task_envelope(row_id: int, handler: Handler, event_id) -> Envelope:
     return Envelope(row_id, handler.queue, handler.queue, body, properties)
 
 
-def stream_envelope(message: OutboxMessage) -> Envelope:
-    """The same event again, for the stream; the fanout exchange keeps its routing key."""
-    return replace(event_envelope(message), exchange=settings.EVENTS_STREAM_EXCHANGE)
-
-
 def envelopes_for(message: OutboxMessage, *, stream: bool = False) -> list[Envelope]:
     """An event row fans out to its channel (and the stream) and every subscribed handler.
 
@@ -163,7 +158,9 @@ def envelopes_for(message: OutboxMessage, *, stream: bool = False) -> list[Envel
     """
     if message.handler:
         return [task_envelope(message.id, HANDLERS[message.handler], message.event_id)]
-    events = [event_envelope(message)] + ([stream_envelope(message)] if stream else [])
+    event = event_envelope(message)
+    # The stream gets the same message again; its fanout exchange keeps the routing key.
+    events = [event, replace(event, exchange=settings.EVENTS_STREAM_EXCHANGE)] if stream else [event]
     handlers = handlers_for(message.message_name)
     return events + [task_envelope(message.id, handler, message.event_id) for handler in handlers]
 
@@ -182,12 +179,10 @@ def settle(messages: list[OutboxMessage], failures: dict[int, str]) -> PublishRe
 class ConfirmingPublisher:
     """Publish batches on one AMQP channel in confirm mode; (re)connect on demand."""
 
-    def __init__(
-        self, url: str | None = None, *, confirm_timeout: float | None = None, stream: bool | None = None
-    ) -> None:
+    def __init__(self, url: str | None = None, *, confirm_timeout: float | None = None) -> None:
         self.url = url
         self.confirm_timeout = confirm_timeout or settings.RELAY_CONFIRM_TIMEOUT_SECONDS
-        self.stream = settings.EVENTS_STREAM_ENABLED if stream is None else stream
+        self.stream = settings.EVENTS_STREAM_ENABLED
         self.connection: kombu.Connection | None = None
         self.channel = None
         self._next_tag = 0

@@ -9,7 +9,6 @@ events.delivery marks the delivery dead with the error at once, without retries.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from pydantic import ValidationError
@@ -75,6 +74,4 @@ def received_event(handler: Handler, row: StoredEvent) -> RecordedEvent:
     """Return the stored event as the handler sees it, once it is known to be valid."""
     if not subscribes(handler, row.event_type):
         raise InvalidMessage(f"{handler.name} does not receive {row.event_type}")
-    event = event_from_message(row.event_type, row.schema_version, row.payload)
-    facts = {f.name: getattr(row, f.name) for f in dataclasses.fields(RecordedEvent) if f.name != "event"}
-    return RecordedEvent(**facts, event=event)
+    return RecordedEvent.from_row(row, parse=event_from_message)

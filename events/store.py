@@ -9,6 +9,7 @@ readers take only rows written by transactions older than the oldest one still r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -240,7 +241,8 @@ class RecordedEvent:
     event: DomainEvent
 
     @classmethod
-    def from_row(cls, row: StoredEvent) -> RecordedEvent:
+    def from_row(cls, row: StoredEvent, *, parse: Callable = event_from_stored) -> RecordedEvent:
+        """The stored facts and the payload, parsed by `parse(event_type, schema_version, payload)`."""
         return cls(
             event_id=row.event_id,
             event_type=row.event_type,
@@ -249,7 +251,7 @@ class RecordedEvent:
             position=row.position,
             recorded_at=row.recorded_at,
             metadata=row.metadata,
-            event=event_from_stored(row.event_type, row.schema_version, row.payload),
+            event=parse(row.event_type, row.schema_version, row.payload),
         )
 
 

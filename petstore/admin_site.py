@@ -65,8 +65,9 @@ def projection_lags() -> list[ProjectionLag]:
     """Return how far each projection trails the event log."""
     lags = []
     for name in sorted(projector.PROJECTIONS):
-        lag = projector.lag(name)
-        lags.append(ProjectionLag(name, projector.state_of(name).status, lag.events, lag.seconds))
+        state = projector.state_of(name)
+        lag = projector.lag(name, state=state)
+        lags.append(ProjectionLag(name, state.status, lag.events, lag.seconds))
     return lags
 
 

@@ -32,11 +32,18 @@ class ProjectionStateAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="behind (events)")
     def lag_events(self, state):
-        return projector.lag(state.name).events
+        return self._lag(state).events
 
     @admin.display(description="lag (s)")
     def lag_seconds(self, state):
-        return round(projector.lag(state.name).seconds, 1)
+        return round(self._lag(state).seconds, 1)
+
+    @staticmethod
+    def _lag(state) -> projector.Lag:
+        """Measured once per row, for both columns."""
+        if not hasattr(state, "_lag"):
+            state._lag = projector.lag(state.name, state=state)
+        return state._lag
 
     @admin.action(description="Resume selected stopped projections")
     def resume_selected(self, request, queryset):

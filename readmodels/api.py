@@ -25,9 +25,6 @@ from petstore.openapi import query_schema
 from . import selectors
 from .models import AdoptionHistoryEntry
 
-#: Positions are PostgreSQL bigints; a larger number can never name an event.
-MAX_POSITION = 2**63 - 1
-
 
 class MinPositionQuery(serializers.Serializer):
     min_position = serializers.IntegerField(

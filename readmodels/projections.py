@@ -75,14 +75,14 @@ def rename_listing(event: RecordedEvent, batch: Batch) -> None:
 # ---------------------------------------------------------------- adoption_history
 
 
-def _pet_shelter(batch: Batch, pet_id, fallback=None):
+def _pet_shelter(batch: Batch, pet_id):
     """The pet's shelter, looked up for every pet of the batch in one query."""
 
     def of_the_batch_pets(pet_id) -> dict:
         pet_ids = {event.stream_id for event in batch.events} | {pet_id}
         return dict(PetRecord.objects.filter(id__in=pet_ids).values_list("id", "shelter_id"))
 
-    return batch.lookup("pet_shelters", pet_id, of_the_batch_pets) or fallback
+    return batch.lookup("pet_shelters", pet_id, of_the_batch_pets)
 
 
 def _customer_name(batch: Batch, customer_id) -> str:

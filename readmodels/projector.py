@@ -418,9 +418,12 @@ class Lag:
     seconds: float
 
 
-def lag(name: str) -> Lag:
-    """How far the projection trails the log: events not yet applied, and their age."""
-    state = state_of(name)
+def lag(name: str, *, state: ProjectionState | None = None) -> Lag:
+    """How far the projection trails the log: events not yet applied, and their age.
+
+    Pass the projection's `state` when you hold it already: it is not read again.
+    """
+    state = state or state_of(name)
     behind = events_after(LogPosition(state.transaction_id, state.position))
     oldest = behind.order_by("position").values_list("recorded_at", flat=True).first()
     seconds = (timezone.now() - oldest).total_seconds() if oldest else 0.0

@@ -12,7 +12,7 @@ from django.utils import timezone
 from events.store import LogPosition, log_position_of
 
 from .models import AdoptionHistoryEntry, PetListing, ProjectionState, ShelterDashboard
-from .projector import live_generation, live_generation_of
+from .projector import live_generation_of
 
 
 def available_pet_list(
@@ -30,19 +30,19 @@ def available_pet_list(
 
 
 def adoption_history_list(*, pet_id: UUID) -> QuerySet[AdoptionHistoryEntry]:
-    generation = live_generation("adoption_history")
-    return AdoptionHistoryEntry.objects.filter(generation=generation, pet_id=pet_id).order_by("position")
+    entries = AdoptionHistoryEntry.objects.filter(generation=live_generation_of("adoption_history"))
+    return entries.filter(pet_id=pet_id).order_by("position")
 
 
 def shelter_dashboard_list(*, shelter_ids: set[UUID] | None) -> list[dict]:
     """Counts per shelter, with this week's adoptions counted at query time (right every day)."""
-    rows = ShelterDashboard.objects.filter(generation=live_generation("shelter_dashboard"))
+    rows = ShelterDashboard.objects.filter(generation=live_generation_of("shelter_dashboard"))
     if shelter_ids is not None:
         rows = rows.filter(shelter_id__in=shelter_ids)
     week_start = timezone.localdate() - timedelta(days=timezone.localdate().weekday())
     this_week = dict(
         AdoptionHistoryEntry.objects.filter(
-            generation=live_generation("adoption_history"),
+            generation=live_generation_of("adoption_history"),
             kind=AdoptionHistoryEntry.Kind.ADOPTED,
             occurred_at__date__gte=week_start,
         )

@@ -32,7 +32,8 @@ class Command(BaseCommand):
         header = f"{'projection':<20} {'position':>9} {'behind':>7} {'lag s':>8} {'gen':>4}  state"
         self.stdout.write(header)
         for name in PROJECTIONS:
-            state, behind = state_of(name), lag(name)
+            state = state_of(name)
+            behind = lag(name, state=state)
             dead = ProjectionDeadLetter.objects.filter(projection=name).count()
             status = state.status + (f" at #{state.error_position}: {state.error}" if state.error else "")
             if state.rebuild_generation:
