@@ -9,9 +9,8 @@ from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.core.exceptions import ValidationError
+from rest_framework.throttling import BaseThrottle
 
-from adoptions.permissions import shelter_ids_of
-from events import outbox
 from events.models import OutboxMessage
 from readmodels import projector
 
@@ -30,8 +29,9 @@ class ThrottledLoginForm(AdminAuthenticationForm):
         username = self.cleaned_data.get("username")
         if not username:  # the field's own error says so; nothing was tried
             return super().clean()
-        # REMOTE_ADDR, not X-Forwarded-For: a client sets that header to whatever it likes.
-        who = {"username": username, "address": self.request.META.get("REMOTE_ADDR", "")}
+        # The client's address as the API's throttles see it: behind NUM_PROXIES proxies, the
+        # one the nearest proxy appended (REMOTE_ADDR there is the proxy, shared by everyone).
+        who = {"username": username, "address": BaseThrottle().get_ident(self.request)}
         if login_locked(**who):
             self.throttled = True
             raise ValidationError(
@@ -92,16 +92,11 @@ class StaffConsoleSite(admin.AdminSite):
         """The outbox backlog the user may see and each projection's lag, for the index."""
         from events.admin import age  # not at import: events.admin registers on this site
 
-        context = {"projection_lags": projection_lags(), "warn_after": WARN_AFTER_SECONDS}
+        context = {"projection_lags": projection_lags()}
         outbox_admin = self._registry.get(OutboxMessage)
         if outbox_admin and outbox_admin.has_view_permission(request):
-            backlog = self.outbox_backlog(request, outbox_admin)
+            backlog = outbox_admin.backlog(request)  # scoped like its list: everything for admins
             context["backlog"] = backlog
             context["backlog_age"] = age(backlog.oldest_age_seconds)
             context["backlog_warn"] = backlog.oldest_age_seconds > WARN_AFTER_SECONDS
         return context
-
-    def outbox_backlog(self, request, outbox_admin) -> outbox.Backlog:
-        if shelter_ids_of(request) is None:
-            return outbox.backlog()
-        return outbox_admin.backlog(request)  # only their shelters' messages

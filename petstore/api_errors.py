@@ -12,8 +12,8 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, OperationalError
 from django.http import Http404, JsonResponse
+from django.views import csrf, defaults
 from djangorestframework_camel_case.parser import CamelCaseJSONParser
-from djangorestframework_camel_case.util import camelize
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -109,47 +109,38 @@ def _message_of(data) -> str:
     return str(data)
 
 
+def _json_for_api(request, status: int, code: str, message: str) -> JsonResponse | None:
+    """The JSON error for a request under /api/ (None elsewhere: Django's own page answers)."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(error_body(code, message), status=status)
+    return None
+
+
 def api_not_found(request, exception=None):
     """handler404: JSON for the API, Django's page elsewhere."""
-    if request.path.startswith("/api/"):
-        return JsonResponse(camelize(error_body("not_found", "No such resource.")), status=404)
-    from django.views.defaults import page_not_found
-
-    return page_not_found(request, exception)
+    return _json_for_api(request, 404, "not_found", "No such resource.") or defaults.page_not_found(
+        request, exception
+    )
 
 
 def api_server_error(request):
     """handler500: even a bug answers the API with JSON, never an HTML page."""
-    if request.path.startswith("/api/"):
-        body = error_body("internal_error", "Something went wrong on our side; it has been logged.")
-        return JsonResponse(body, status=500)
-    from django.views.defaults import server_error
-
-    return server_error(request)
+    message = "Something went wrong on our side; it has been logged."
+    return _json_for_api(request, 500, "internal_error", message) or defaults.server_error(request)
 
 
 def api_bad_request(request, exception=None):
-    if request.path.startswith("/api/"):
-        return JsonResponse(error_body("bad_request", str(exception or "Bad request.")), status=400)
-    from django.views.defaults import bad_request
-
-    return bad_request(request, exception)
+    message = str(exception or "Bad request.")
+    return _json_for_api(request, 400, "bad_request", message) or defaults.bad_request(request, exception)
 
 
 def api_forbidden(request, exception=None):
     """handler403: JSON for the API, Django's page elsewhere."""
-    if request.path.startswith("/api/"):
-        return JsonResponse(error_body("forbidden", "You may not do this."), status=403)
-    from django.views.defaults import permission_denied
-
-    return permission_denied(request, exception)
+    forbidden = _json_for_api(request, 403, "forbidden", "You may not do this.")
+    return forbidden or defaults.permission_denied(request, exception)
 
 
 def api_csrf_failure(request, reason=""):
     """CSRF_FAILURE_VIEW: a refused form post to a plain Django view under /api/ answers JSON too."""
-    if request.path.startswith("/api/"):
-        body = error_body("csrf_failed", f"CSRF verification failed: {reason}")
-        return JsonResponse(camelize(body), status=403)
-    from django.views.csrf import csrf_failure
-
-    return csrf_failure(request, reason)
+    refused = _json_for_api(request, 403, "csrf_failed", f"CSRF verification failed: {reason}")
+    return refused or csrf.csrf_failure(request, reason)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import factory
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.models import Group
 
 from adoptions import services
-from adoptions.management.commands.seed_demo import STAFF_GROUP, STAFF_PERMISSIONS
+from adoptions.management.commands.seed_demo import staff_group
 from adoptions.models import Customer, PetRecord, Shelter
 from events.context import CommandContext
 
@@ -67,9 +67,4 @@ def adopt_pet(*, pet: PetRecord, customer: Customer) -> services.AdoptionStarted
 
 def shelter_staff_group() -> Group:
     """Return the group seed_demo gives shelter staff, with exactly its permissions."""
-    group, created = Group.objects.get_or_create(name=STAFF_GROUP)
-    if created:
-        for app_label, codename in STAFF_PERMISSIONS:
-            permission = Permission.objects.get(content_type__app_label=app_label, codename=codename)
-            group.permissions.add(permission)
-    return group
+    return staff_group()

@@ -79,7 +79,7 @@ class Command(BaseCommand):
     def handle(self, *args, as_json: bool = False, **options):
         self.passwords: dict[str, str] = {}
         admin = self._user("admin", "petstore-admin", is_staff=True, is_superuser=True)
-        group = self._staff_group()
+        group = staff_group()
         shelters = []
         for name, email, username in SHELTERS:
             shelter, _ = Shelter.objects.get_or_create(
@@ -121,14 +121,6 @@ class Command(BaseCommand):
         self.passwords[username] = password
         return user
 
-    def _staff_group(self) -> Group:
-        group, _ = Group.objects.get_or_create(name=STAFF_GROUP)
-        for app_label, codename in STAFF_PERMISSIONS:
-            group.permissions.add(
-                Permission.objects.get(content_type__app_label=app_label, codename=codename)
-            )
-        return group
-
     def _pet(self, name, species, age, shelter) -> PetRecord:
         pet_id = demo_id("pet", name)
         existing = PetRecord.objects.filter(id=pet_id).first()
@@ -167,3 +159,11 @@ class Command(BaseCommand):
                 for p in pets
             ],
         }
+
+
+def staff_group() -> Group:
+    """The group shelter staff belong to, with exactly the permissions they need."""
+    group, _ = Group.objects.get_or_create(name=STAFF_GROUP)
+    for app_label, codename in STAFF_PERMISSIONS:
+        group.permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    return group
