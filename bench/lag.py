@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import bisect
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 
 from .harness import PROJECT_DIR, Bench, Figure, Goal, abba, log, percentile, run_together
 from .readside import fresh_log, shelters
+from .stack import stop
 
 RATE = 200.0
 PRODUCERS = 4
@@ -243,18 +243,15 @@ class Projector:
 
     def __enter__(self) -> Projector:
         command = [sys.executable, "manage.py", "run_projections"]
-        self.process = subprocess.Popen(command, cwd=PROJECT_DIR, env=os.environ.copy())
+        self.process = subprocess.Popen(
+            command, cwd=PROJECT_DIR, env=os.environ.copy(), start_new_session=True
+        )
         self.pid = self.process.pid
         _probe(self.database_url)
         return self
 
     def __exit__(self, *exc) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop(self.process, grace=20)
 
 
 def _probe(database_url: str) -> None:

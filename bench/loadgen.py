@@ -86,28 +86,23 @@ def run_wrk(
     """Closed loop: `connections` clients send back to back for `seconds`."""
     id_file = write_ids(ids)
     try:
-        command = [
-            "wrk",
-            f"-t{threads}",
-            f"-c{connections}",
-            f"-d{max(1, round(seconds))}s",
-            "--timeout",
-            "10s",
-            "-s",
-            str(LUA_SCRIPT),
-            url,
-            "--",
-            token,
-            str(id_file),
-            str(threads),
-        ]
-        out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True)
+        args = [token, str(id_file), str(threads)]
+        out = wrk(url, LUA_SCRIPT, args, seconds=seconds, connections=connections, threads=threads)
     finally:
         id_file.unlink()
-    return _parse_wrk(out.stdout)
+    return parse_wrk(out)
 
 
-def _parse_wrk(text: str) -> LoadResult:
+def wrk(url: str, script: Path, args: list[str], *, seconds: float, connections: int, threads: int) -> str:
+    """Run wrk with one of our Lua scripts (which print BENCH lines); return its output."""
+    command = [
+        "wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
+        "-s", str(script), url, "--", *args,
+    ]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+
+
+def parse_wrk(text: str) -> LoadResult:
     summary = re.search(r"^BENCH summary (.*)$", text, re.M)
     if summary is None:
         raise RuntimeError(f"wrk printed no summary:\n{text}")

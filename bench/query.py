@@ -16,14 +16,13 @@ from __future__ import annotations
 import http.client
 import json
 import statistics
-import subprocess
 import time
 import uuid
 from urllib.parse import urlsplit
 
 from .api import Gunicorn
 from .harness import BENCH_DIR, Bench, Figure, Goal, abba, log
-from .loadgen import LoadResult, _parse_wrk, merge, weighted_percentile, wrk_version
+from .loadgen import LoadResult, merge, parse_wrk, weighted_percentile, wrk, wrk_version
 from .readside import fresh_log, seed_pets, shelters
 
 CLIENTS = 16
@@ -90,15 +89,12 @@ def _reference_row() -> uuid.UUID:
 
 
 def _wrk(url: str, mode: str, seconds: float, clients: int) -> tuple[LoadResult, int]:
-    command = [
-        "wrk", f"-t{min(2, clients)}", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
-        "-s", str(LUA_SCRIPT), url, "--", mode, str(FOLLOW_SHARE),
-    ]  # fmt: skip
-    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    args = [mode, str(FOLLOW_SHARE)]
+    out = wrk(url, LUA_SCRIPT, args, seconds=seconds, connections=clients, threads=min(2, clients))
     followed = next(
         (int(line.split()[-1]) for line in out.splitlines() if line.startswith("BENCH followed")), 0
     )
-    return _parse_wrk(out), followed
+    return parse_wrk(out), followed
 
 
 SHAPES = {

@@ -38,7 +38,7 @@ def worker_description() -> str:
 # ----------------------------------------------------------------------------- processes
 
 
-def _stop(process: subprocess.Popen, *, grace: float) -> None:
+def stop(process: subprocess.Popen, *, grace: float) -> None:
     """SIGTERM (a warm shutdown), then SIGKILL the process's own group if it lingers."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -78,7 +78,7 @@ class CeleryWorker:
                 self._wait_until_consuming()
             yield self
         finally:
-            _stop(self.process, grace=30)
+            stop(self.process, grace=30)
 
     def check_alive(self) -> None:
         if self.process.poll() is not None:
@@ -116,7 +116,7 @@ class RelayProcess:
         return self.process.pid
 
     def __exit__(self, *exc) -> None:
-        _stop(self.process, grace=20)
+        stop(self.process, grace=20)
 
 
 def _listeners() -> int:
