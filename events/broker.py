@@ -75,10 +75,15 @@ def declare_topology(channel, *, stream: bool | None = None) -> None:
         events_stream()(channel).declare()
 
 
+def is_rabbitmq(url: str) -> bool:
+    """Whether the broker URL names RabbitMQ (else an embedded kombu transport)."""
+    return url.startswith(("amqp", "pyamqp"))
+
+
 def broker_connection(url: str | None = None, *, timeout: float | None = None) -> kombu.Connection:
     url = url or settings.CELERY_BROKER_URL
     timeout = timeout or settings.RELAY_CONFIRM_TIMEOUT_SECONDS
-    if url.startswith(("amqp", "pyamqp")):
+    if is_rabbitmq(url):
         return kombu.Connection(
             url,
             heartbeat=30,
@@ -319,6 +324,6 @@ class KombuPublisher:
 
 def make_publisher(url: str | None = None) -> Publisher:
     url = url or settings.CELERY_BROKER_URL
-    if url.startswith(("amqp", "pyamqp")):
+    if is_rabbitmq(url):
         return ConfirmingPublisher(url)
     return KombuPublisher(url)

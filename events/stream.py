@@ -19,7 +19,7 @@ from datetime import datetime
 import kombu
 from django.conf import settings
 
-from .broker import broker_connection
+from .broker import broker_connection, is_rabbitmq
 
 #: An interval back from now, in x-max-age syntax ("24h", "7D", "30m"); a bare number is not one.
 INTERVAL = re.compile(r"\d+[YMDhms]")
@@ -73,7 +73,7 @@ def read_stream(
 ) -> Iterator[StreamMessage]:
     """Yield the stream's messages from `offset` on; without `follow`, stop once it goes quiet."""
     url = url or settings.CELERY_BROKER_URL
-    if not url.startswith(("amqp", "pyamqp")):
+    if not is_rabbitmq(url):
         raise StreamUnavailable("the event stream needs RabbitMQ (CELERY_BROKER_URL=amqp://…)")
     arrived: deque[kombu.Message] = deque()
     arguments = {"x-stream-offset": check_offset(offset)}

@@ -34,7 +34,9 @@ def celery_reliability(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
         "Broker heartbeats are off.",
         "Set CELERY_BROKER_HEARTBEAT (seconds) so dead connections are noticed.",
     )
-    if settings.CELERY_BROKER_URL.startswith(("amqp", "pyamqp")):
+    from events.broker import is_rabbitmq  # not at import: checks load before the apps
+
+    if is_rabbitmq(settings.CELERY_BROKER_URL):
         options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}) or {}
         require(
             options.get("confirm_publish") is True,
