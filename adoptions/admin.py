@@ -199,10 +199,12 @@ class PetAdmin(ShelterScopedAdmin):
         return own + super().get_urls()  # before the catch-all "<path:object_id>/"
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
-        # An adopted pet's page offers "Record a return" to those who may change the pet.
-        if obj and obj.status == PetRecord.Status.ADOPTED and self.has_change_permission(request, obj):
-            context["return_url"] = reverse("admin:adoptions_petrecord_return", args=[obj.pk])
-        return super().render_change_form(request, context, add, change, form_url, obj)
+        response = super().render_change_form(request, context, add, change, form_url, obj)
+        # An adopted pet's page offers "Record a return" to those who may change the pet (the
+        # permission Django just checked for this page; the response renders lazily).
+        if obj and obj.status == PetRecord.Status.ADOPTED and response.context_data["has_change_permission"]:
+            response.context_data["return_url"] = reverse("admin:adoptions_petrecord_return", args=[obj.pk])
+        return response
 
     def return_view(self, request, object_id):
         """Ask why an adopted pet came back, then record the return through pet_return."""
