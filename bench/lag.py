@@ -94,10 +94,11 @@ def _command_round(database_url: str, projector_pid: int, args: list, length: fl
     with CheckpointPoller(database_url) as poller, CpuSampler(projector_pid) as cpu:
         out = run_together(_producer, args, timeout=length * 3)
         commits = [row for rows, _ in out for row in rows]
-        poller.wait_until_passed(_log_positions(commits), timeout=15)
+        targets = _log_positions(commits)
+        poller.wait_until_passed(targets, timeout=15)
     committed = [at for _, at in commits]
     tally.cpu.append(cpu.during(min(committed), max(committed)))
-    measured = _lags(commits, poller)
+    measured = _lags(commits, targets, poller)
     tally.add(out, measured, len(commits) - len(measured.get(FIGURE_PROJECTION, [])))
 
 
@@ -333,9 +334,8 @@ def _log_positions(commits) -> dict[int, tuple[int, int]]:
     return {position: (transaction_id, position) for position, transaction_id in rows}
 
 
-def _lags(commits, poller: CheckpointPoller) -> dict[str, list[float]]:
+def _lags(commits, targets: dict[int, tuple[int, int]], poller: CheckpointPoller) -> dict[str, list[float]]:
     """Lag in ms of every commit the projection passed, per projection."""
-    targets = _log_positions(commits)
     out = {}
     for name, samples in poller.samples.items():
         checkpoints = [checkpoint for checkpoint, _ in samples]
