@@ -8,7 +8,6 @@ scheduled send time. Every adoption names a different available pet.
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import socket
@@ -16,10 +15,10 @@ import subprocess
 import sys
 import time
 import uuid
-from concurrent.futures import ProcessPoolExecutor
 
-from .harness import PROJECT_DIR, Bench, Figure, Goal, abba, django_child_setup, log
+from .harness import PROJECT_DIR, Bench, Figure, Goal, abba, log
 from .loadgen import LoadResult, merge, run_python, run_wrk, weighted_percentile, wrk_version
+from .stack import customer_with_token, pets_register
 
 CLIENTS = 16
 FIXED_RATE = 100.0
@@ -29,7 +28,7 @@ REFERENCE = "bare DRF endpoint inserting one row (bench/reference_app), same gun
 
 
 def run(bench: Bench) -> list[Figure]:
-    token, shelter_id = _create_customer_and_shelter()
+    token = customer_with_token("bench-customer").token
     rounds = int(bench.scale(2, 1))
     closed_seconds = bench.scale(10, 5)  # per round: 20 s per endpoint in a full run
     fixed_seconds = bench.scale(5, 4)
@@ -37,7 +36,7 @@ def run(bench: Bench) -> list[Figure]:
     bench.tools["api_throughput"] = tool or "python threads + http.client (wrk not found)"
     bench.tools["api_fixed_rate"] = "python open-loop generator (wrk cannot pace)"
 
-    pool = PetPool(shelter_id)
+    pool = PetPool()
     pool.top_up(1000)
     with Gunicorn() as server:
 
@@ -123,47 +122,10 @@ def _figures(
 # ----------------------------------------------------------------------------- fixtures
 
 
-def _create_customer_and_shelter() -> tuple[str, uuid.UUID]:
-    """A customer with an API token (customers adopt for themselves) and one shelter."""
-    from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
-
-    from adoptions.models import Customer, Shelter
-
-    user = get_user_model().objects.create_user("bench-customer", password="bench-password-1")
-    Customer.objects.create(user=user, full_name="Bench Customer", email="bench@example.com")
-    shelter = Shelter.objects.create(name="Bench Shelter", contact_email="shelter@example.com")
-    return Token.objects.create(user=user).key, shelter.id
-
-
-def _register_pets(shelter_id: uuid.UUID, count: int) -> None:
-    """Register `count` pets through the real command, 100 per transaction."""
-    from django.db import transaction
-
-    from adoptions import services
-    from adoptions.models import Shelter
-    from events.catalogue import Species
-    from events.context import CommandContext
-
-    shelter = Shelter.objects.get(id=shelter_id)
-    context = CommandContext.system()
-    for start in range(0, count, 100):
-        with transaction.atomic():
-            for n in range(start, min(count, start + 100)):
-                services.pet_register(
-                    shelter=shelter,
-                    name=f"Pet {n}",
-                    species=Species.DOG,
-                    age=n % 15,
-                    context=context,
-                )
-
-
 class PetPool:
-    """Available pets, registered ahead (in two processes) and handed out once each."""
+    """Available pets, registered ahead (stack.pets_register) and handed out once each."""
 
-    def __init__(self, shelter_id: uuid.UUID) -> None:
-        self.shelter_id = shelter_id
+    def __init__(self) -> None:
         self.ids: list[str] = []
 
     def __len__(self) -> int:
@@ -181,15 +143,7 @@ class PetPool:
         missing = wanted - len(self.ids)
         if missing > 0:
             log(f"api: registering {missing} pets")
-            workers = 2
-            with ProcessPoolExecutor(workers, mp_context=_spawn(), initializer=django_child_setup) as ex:
-                list(
-                    ex.map(
-                        _register_pets,
-                        [self.shelter_id] * workers,
-                        [math.ceil(missing / workers)] * workers,
-                    )
-                )
+            pets_register(missing)
             self.refresh()
 
     def take(self, count: int) -> list[str]:
@@ -204,12 +158,6 @@ class PetPool:
     @staticmethod
     def fake(count: int) -> list[str]:
         return [str(uuid.uuid4()) for _ in range(count)]
-
-
-def _spawn():
-    import multiprocessing
-
-    return multiprocessing.get_context("spawn")
 
 
 # ----------------------------------------------------------------------------- the server

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 
-from .api import Gunicorn
+from .api import ADOPT_PATH, Gunicorn
 from .harness import Bench, Figure, Goal, abba, log, percentile
 from .loadgen import LoadResult, merge, run_python, weighted_percentile
 from .stack import (
@@ -35,7 +35,6 @@ from .stack import (
 
 RATE = 20.0
 CLIENTS = 8
-ADOPT_PATH = "/api/adoptions"
 POST_REFERENCE = "the same POSTs at the same rate with the relay and the worker not running"
 E2E_REFERENCE = "the seven steps' own run time, same adoptions (sum of delivery started -> finished)"
 

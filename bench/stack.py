@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -262,7 +263,8 @@ def pets_register(count: int) -> list[str]:
     else:
         workers = 2
         share = math.ceil(count / workers)
-        with ProcessPoolExecutor(workers, mp_context=_spawn(), initializer=django_child_setup) as pool:
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=spawn, initializer=django_child_setup) as pool:
             batches = pool.map(_register, [shelter_ids] * workers, [share] * workers, range(workers))
             ids = [pet_id for batch in batches for pet_id in batch]
     outbox_skip_pending()
@@ -289,12 +291,6 @@ def _register(shelter_ids: list[uuid.UUID], count: int, offset: int) -> list[str
                 )  # fmt: skip
                 ids.append(str(change.pet_id))
     return ids
-
-
-def _spawn():
-    import multiprocessing
-
-    return multiprocessing.get_context("spawn")
 
 
 def outbox_skip_pending() -> int:

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from .api import Gunicorn
+from .api import ADOPT_PATH, Gunicorn
 from .harness import Bench, Figure, Goal, log, percentile
 from .loadgen import LoadResult, run_python, weighted_percentile
 from .stack import (
@@ -60,7 +60,6 @@ LADDER = [1, 1.5, 2, 2.5, 3, 3.5, 4, 5, 6, 7, 8, 10, 12, 15, 18, 22, 26, 30, 35,
 GRACE = 2.0  # seconds after the last POST for the probe's adoptions to complete
 GROWTH = 0.1  # the backlog may grow by this share of the second half's arrivals (+ 1 s of them)
 CLIENTS = 8
-ADOPT_PATH = "/api/adoptions"
 REFERENCE = "Celery no-op drain rate (handlers figure, same run) / 7 tasks per adoption"
 
 
