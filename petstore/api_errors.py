@@ -7,19 +7,18 @@ from __future__ import annotations
 
 import logging
 
-from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, OperationalError
 from django.http import Http404, JsonResponse
 from django.views import csrf, defaults
-from djangorestframework_camel_case.parser import CamelCaseJSONParser
-from rest_framework import exceptions, status
+from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from adoptions.domain import DomainError
 from events.store import ConcurrencyConflict
+from petstore.parsers import PayloadTooLarge
 
 logger = logging.getLogger(__name__)
 
@@ -34,26 +33,6 @@ DRF_CODES = {
     "unsupported_media_type": "unsupported_media_type",
     "throttled": "throttled",
 }
-
-
-class PayloadTooLarge(exceptions.APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_detail = "The request body is too large."
-    default_code = "payload_too_large"
-
-
-class LimitedCamelCaseJSONParser(CamelCaseJSONParser):
-    """camelCase JSON parser that refuses bodies over DATA_UPLOAD_MAX_MEMORY_SIZE.
-
-    DRF reads the stream directly, so Django's own body-size check never runs for JSON.
-    """
-
-    def parse(self, stream, media_type=None, parser_context=None):
-        request = (parser_context or {}).get("request")
-        length = int(request.META.get("CONTENT_LENGTH") or 0) if request is not None else 0
-        if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
-            raise PayloadTooLarge()
-        return super().parse(stream, media_type, parser_context)
 
 
 def error_body(code: str, message: str, details: dict | None = None) -> dict:

@@ -69,6 +69,32 @@ def test_production_settings_pass_check_deploy():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def dotted_paths_in_settings() -> list[str]:
+    """Every view, parser or handler our settings and urls name by a dotted string."""
+    from petstore import urls
+
+    named = [settings.CSRF_FAILURE_VIEW, settings.REST_FRAMEWORK["EXCEPTION_HANDLER"]]
+    named += settings.REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"]
+    named += [getattr(urls, f"handler{code}") for code in (400, 403, 404, 500)]
+    return sorted({path for path in named if path.startswith("petstore.")})
+
+
+def test_each_dotted_path_in_settings_imports_first_in_a_fresh_process():
+    # Django runs its system checks in no fixed order; when the CSRF check imported
+    # api_errors before anything had imported DRF's views, a circular import failed it.
+    script = (
+        "import sys, django; django.setup()\n"
+        "from django.utils.module_loading import import_string\n"
+        "import_string(sys.argv[1])\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "petstore.settings.test"}
+    for path in dotted_paths_in_settings():
+        result = subprocess.run(
+            [sys.executable, "-c", script, path], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, f"{path}: {result.stderr}"
+
+
 def test_production_settings_refuse_to_start_without_a_secret_key():
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SECRET_KEY"}
     env.update(DJANGO_SETTINGS_MODULE="petstore.settings.production", DJANGO_ALLOWED_HOSTS="x.org")

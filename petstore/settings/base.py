@@ -149,7 +149,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["djangorestframework_camel_case.render.CamelCaseJSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["petstore.api_errors.LimitedCamelCaseJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["petstore.parsers.LimitedCamelCaseJSONParser"],
     "EXCEPTION_HANDLER": "petstore.api_errors.json_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     # petstore/throttling.py: a counter per client and window in the cache (Redis when set).
