@@ -9,6 +9,7 @@ upcaster (see ``upcaster`` below), never an edit of stored history.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, ClassVar
@@ -172,6 +173,18 @@ def event_from_stored(event_name: str, schema_version: int, payload: dict[str, A
     """Rebuild a DomainEvent from a stored row, upcasting old versions."""
     cls = EVENT_TYPES[event_name]
     return cls.model_validate(upcast(event_name, schema_version, payload))
+
+
+def event_from_stored_json(event_name: str, schema_version: int, payload_json: str) -> DomainEvent:
+    """event_from_stored for a payload still in JSON text (as replays read it).
+
+    pydantic parses and validates the text in one pass, about twice as fast as json.loads
+    and then validating the dict; only an old version needs the dict, for its upcasters.
+    """
+    cls = EVENT_TYPES[event_name]
+    if schema_version == cls.version:
+        return cls.model_validate_json(payload_json)
+    return event_from_stored(event_name, schema_version, json.loads(payload_json))
 
 
 def _tidy_schema(schema: dict[str, Any]) -> dict[str, Any]:

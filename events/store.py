@@ -12,19 +12,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 from uuid import UUID
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Max, Subquery
+from django.db.models import Max, Subquery, TextField
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
 from . import outbox
 from .aggregate import Aggregate
-from .catalogue import DomainEvent, event_from_stored
+from .catalogue import DomainEvent, event_from_stored, event_from_stored_json
 from .models import Snapshot, StoredEvent
 
 A = TypeVar("A", bound=Aggregate)
@@ -227,9 +227,11 @@ def last_position(stream_id: UUID) -> int:
     return latest.values_list("position", flat=True).first() or 0
 
 
-@dataclass(frozen=True)
-class RecordedEvent:
-    """An event as handlers see it: the stored facts plus the parsed, upcast payload."""
+class RecordedEvent(NamedTuple):
+    """An event as handlers see it: the stored facts plus the parsed, upcast payload.
+
+    A named tuple: a rebuild makes a million of them, at a quarter of a frozen dataclass's cost.
+    """
 
     event_id: UUID
     event_type: str
@@ -244,14 +246,28 @@ class RecordedEvent:
     def from_row(cls, row: StoredEvent, *, parse: Callable = event_from_stored) -> RecordedEvent:
         """The stored facts and the payload, parsed by `parse(event_type, schema_version, payload)`."""
         return cls(
-            event_id=row.event_id,
-            event_type=row.event_type,
-            stream_id=row.stream_id,
-            stream_version=row.stream_version,
-            position=row.position,
-            recorded_at=row.recorded_at,
-            metadata=row.metadata,
-            event=parse(row.event_type, row.schema_version, row.payload),
+            row.event_id,
+            row.event_type,
+            row.stream_id,
+            row.stream_version,
+            row.position,
+            row.recorded_at,
+            row.metadata,
+            parse(row.event_type, row.schema_version, row.payload),
+        )
+
+    @classmethod
+    def from_log_row(cls, row) -> RecordedEvent:
+        """The same, from a read_all row (its payload still JSON text)."""
+        return cls(
+            row.event_id,
+            row.event_type,
+            row.stream_id,
+            row.stream_version,
+            row.position,
+            row.recorded_at,
+            row.metadata,
+            event_from_stored_json(row.event_type, row.schema_version, row.payload_json),
         )
 
 
@@ -265,7 +281,9 @@ def stream_events(stream_id: UUID) -> list[StoredEvent]:
     return list(StoredEvent.objects.filter(stream_id=stream_id).order_by("stream_version"))
 
 
-_ROW_FIELDS = [f.attname for f in StoredEvent._meta.concrete_fields]
+#: read_all's row: every column, the payload as JSON text (RecordedEvent.from_log_row parses it).
+_LOG_ROW_FIELDS = [f.attname for f in StoredEvent._meta.concrete_fields if f.attname != "payload"]
+_LOG_ROW_FIELDS.append("payload_json")
 
 
 def events_after(after: LogPosition):
@@ -283,7 +301,7 @@ def read_all(*, after: LogPosition = LogPosition(), limit: int = 1000) -> list:
     """Return committed events after `after`, in reader order, never skipping a late commit.
 
     Rows are light named tuples with the StoredEvent fields (no model instances: a rebuild
-    reads millions of them).
+    reads millions of them), the payload as JSON text in `payload_json`.
     """
     events = events_after(after)
     if connection.vendor == "postgresql":
@@ -292,7 +310,8 @@ def read_all(*, after: LogPosition = LogPosition(), limit: int = 1000) -> list:
         events = events.filter(
             transaction_id__lt=RawSQL("pg_snapshot_xmin(pg_current_snapshot())::text::bigint", [])
         )
-    return list(events.order_by("transaction_id", "position").values_list(*_ROW_FIELDS, named=True)[:limit])
+    events = events.annotate(payload_json=Cast("payload", TextField())).order_by("transaction_id", "position")
+    return list(events.values_list(*_LOG_ROW_FIELDS, named=True)[:limit])
 
 
 def log_position_of(position: int) -> LogPosition | None:

@@ -34,7 +34,8 @@ def _every_shelter_name(_) -> dict:
 def list_registered_pet(event: RecordedEvent, batch: Batch) -> None:
     data = event.event
     batch.put(
-        PetListing(
+        batch.new(
+            PetListing,
             pet_id=event.stream_id,
             name=data.name,
             species=data.species.value,
@@ -100,7 +101,8 @@ def _customer_name(batch: Batch, customer_id) -> str:
 def record_adoption(event: RecordedEvent, batch: Batch) -> None:
     data = event.event
     batch.put(
-        AdoptionHistoryEntry(
+        batch.new(
+            AdoptionHistoryEntry,
             event_id=event.event_id,
             position=event.position,
             pet_id=event.stream_id,
@@ -118,7 +120,8 @@ def record_adoption(event: RecordedEvent, batch: Batch) -> None:
 def record_return(event: RecordedEvent, batch: Batch) -> None:
     data = event.event
     batch.put(
-        AdoptionHistoryEntry(
+        batch.new(
+            AdoptionHistoryEntry,
             event_id=event.event_id,
             position=event.position,
             pet_id=event.stream_id,
@@ -134,9 +137,11 @@ def record_return(event: RecordedEvent, batch: Batch) -> None:
 # ---------------------------------------------------------------- shelter_dashboard
 
 
-def _dashboard(batch: Batch, shelter_id) -> ShelterDashboard:
+def _dashboard(batch: Batch, shelter_id):
     row = batch.get(ShelterDashboard, shelter_id)
-    return row or ShelterDashboard(shelter_id=shelter_id, shelter_name=shelter_name(batch, shelter_id))
+    return row or batch.new(
+        ShelterDashboard, shelter_id=shelter_id, shelter_name=shelter_name(batch, shelter_id)
+    )
 
 
 @shelter_dashboard.on("PetRegistered")

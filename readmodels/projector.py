@@ -15,8 +15,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from enum import Enum
+from functools import cache
+from itertools import islice
 from typing import Any
 
 from django.db import connection, models, transaction
@@ -81,9 +83,10 @@ COPY_FROM_ROWS = 200
 class Batch:
     """The rows one batch of events reads and writes, flushed at the end in bulk."""
 
-    def __init__(self, generation: int) -> None:
+    def __init__(self, generation: int, *, memory: RowMemory | None = None) -> None:
         self.generation = generation
-        self._rows: dict[type[models.Model], dict[Any, models.Model | None]] = {}
+        self._rows: dict[type[models.Model], dict[Any, Any]] = memory.rows if memory else {}
+        self._memory_complete = bool(memory and memory.complete)
         self._dirty: dict[type[models.Model], set[Any]] = {}
         self.memo: dict[str, dict] = {}  # lookups made once per batch (see lookup)
         self.events: list[RecordedEvent] = []  # this batch's events, for lookups done in bulk
@@ -94,6 +97,9 @@ class Batch:
         missing = {k for k in keys if k not in cache}
         if not missing:
             return
+        if self._memory_complete:  # every row of this generation is in memory: these have none
+            cache.update(dict.fromkeys(missing))
+            return
         key = table.projection_key
         found = table.objects.filter(generation=self.generation)
         if connection.vendor == "postgresql":
@@ -102,7 +108,9 @@ class Batch:
             found = found.extra(where=[f"{column} = ANY(%s)"], params=[list(missing)])
         else:
             found = found.filter(**{f"{key}__in": missing})
-        for row in found:
+        make = row_type(table).from_values
+        for values in found.values_list(*_row_fields(table)):
+            row = make(values)
             cache[getattr(row, key)] = row
         for k in missing:
             cache.setdefault(k, None)
@@ -119,12 +127,18 @@ class Batch:
             found.setdefault(key, None)
         return found[key]
 
-    def get(self, table: type[models.Model], key: Any) -> models.Model | None:
+    def new(self, table: type[models.Model], **values: Any) -> Any:
+        """A fresh row of `table` (written only once `put`)."""
+        return row_type(table)(**values)
+
+    def get(self, table: type[models.Model], key: Any) -> Any:
+        """The row of `table` with this key in this batch's generation, or None."""
         self.prefetch(table, [key])
         return self._rows[table][key]
 
-    def put(self, row: models.Model) -> None:
-        table = type(row)
+    def put(self, row: Any) -> None:
+        """Write the row (a `new` or `get` one) when the batch is flushed."""
+        table = row.table
         row.generation = self.generation
         key = getattr(row, table.projection_key)
         self._rows.setdefault(table, {})[key] = row
@@ -138,7 +152,7 @@ class Batch:
             else:
                 unique = ["generation", table.projection_key]
                 table.objects.bulk_create(
-                    rows,
+                    [row.as_model() for row in rows],
                     update_conflicts=True,
                     unique_fields=unique,
                     update_fields=[f.name for f in _written_fields(table) if f.name not in unique],
@@ -147,11 +161,67 @@ class Batch:
         self._dirty.clear()
 
 
+#: A rebuild remembers up to this many rows per table from one batch to the next.
+REMEMBERED_ROWS = 1_000_000  # about 0.5 KB each for a pet listing: 0.5 GB at most
+
+
+class RowMemory:
+    """A rebuild's rows, kept from one batch to the next: it alone writes its generation,
+    so it need not read back what it has just written.
+
+    Bounded: past REMEMBERED_ROWS rows of a table, the oldest half is forgotten. While the
+    generation started empty and nothing has been forgotten, a key it lacks has no row.
+    """
+
+    def __init__(self, *, starts_empty: bool) -> None:
+        self.rows: dict[type[models.Model], dict[Any, Any]] = {}
+        self.complete = starts_empty
+
+    def forget_oldest(self) -> None:
+        for rows in self.rows.values():
+            if len(rows) > REMEMBERED_ROWS:
+                for key in list(islice(rows, len(rows) - REMEMBERED_ROWS // 2)):
+                    del rows[key]
+                self.complete = False
+
+
 def _written_fields(table: type[models.Model]) -> list[models.Field]:
     return [f for f in table._meta.concrete_fields if not f.primary_key]
 
 
-def _copy_upsert(table: type[models.Model], rows: list[models.Model]) -> None:
+def _row_fields(table: type[models.Model]) -> list[str]:
+    return [f.attname for f in _written_fields(table)]
+
+
+@cache
+def row_type(table: type[models.Model]) -> type:
+    """A plain slotted class with the table's columns: a read-model row as projections see it.
+
+    A rebuild handles hundreds of thousands of rows, and a Django model instance costs several
+    microseconds to create (signals, field descriptors); projections only set attributes, and
+    the batch writes the rows in bulk itself.
+    """
+    columns = []
+    for f in _written_fields(table):
+        if f.has_default():
+            columns.append((f.attname, Any, field(default_factory=f.get_default)))
+        elif f.attname == "generation" or f.null:  # the batch sets the generation on put
+            columns.append((f.attname, Any, field(default=None)))
+        else:
+            columns.append((f.attname, Any))
+    names = tuple(name for name, *_ in columns)
+
+    def from_values(cls, values: tuple) -> Any:
+        return cls(**dict(zip(names, values, strict=True)))
+
+    def as_model(self) -> models.Model:
+        return table(**{name: getattr(self, name) for name in names})
+
+    namespace = {"table": table, "from_values": classmethod(from_values), "as_model": as_model}
+    return make_dataclass(f"{table.__name__}Row", columns, namespace=namespace, kw_only=True, slots=True)
+
+
+def _copy_upsert(table: type[models.Model], rows: list) -> None:
     """Upsert rows by COPY into a scratch table, then one INSERT … ON CONFLICT.
 
     A rebuild writes hundreds of thousands of rows: COPY takes plain Python values with
@@ -164,7 +234,7 @@ def _copy_upsert(table: type[models.Model], rows: list[models.Model]) -> None:
     key_fields = ("generation", table.projection_key)
     key = ", ".join(quote(table._meta.get_field(name).column) for name in key_fields)
     updates = ", ".join(f"{quote(f.column)} = EXCLUDED.{quote(f.column)}" for f in fields)
-    plain = [(f.attname, bool(f.choices)) for f in fields]
+    plain = [(f.attname, bool(f.choices)) for f in fields]  # rows are row_type(table) instances
     with connection.cursor() as cursor:
         cursor.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {scratch} AS SELECT {columns} FROM {target} WITH NO DATA"
@@ -225,7 +295,7 @@ def apply_events(projection: Projection, rows: list[StoredEvent], batch: Batch) 
 
 def _parsed(row: StoredEvent) -> RecordedEvent:
     try:
-        return RecordedEvent.from_row(row)
+        return RecordedEvent.from_log_row(row)
     except Exception as error:
         raise ProjectionFailed(row, error) from error
 
@@ -312,19 +382,24 @@ def rebuild(projection: Projection, *, batch_size: int = 5000, progress=None) ->
     Resumable: an interrupted rebuild continues from its own checkpoint. Live catch-up keeps
     the current generation answering queries until the swap.
     """
-    generation = _start_rebuild(projection)
+    generation, starts_empty = _start_rebuild(projection)
     replayed, swapped = 0, False
     read_ahead = ReadAhead(batch_size)
+    memory, left_at = RowMemory(starts_empty=starts_empty), None
     try:
         while not swapped:
             with transaction.atomic():
                 state = state_of(projection.name, lock=True)
                 after = LogPosition(state.rebuild_transaction_id, state.rebuild_position)
+                if left_at is not None and after != left_at:  # a second rebuild wrote batches too
+                    memory = RowMemory(starts_empty=False)
                 rows = read_ahead.take(after)
                 if rows:
-                    apply_events(projection, rows, Batch(generation))
+                    apply_events(projection, rows, Batch(generation, memory=memory))
                     _advance(state, rows, rebuilding=True)
                     replayed += len(rows)
+                    memory.forget_oldest()
+                    left_at = LogPosition.of(rows[-1])
                 if len(rows) < batch_size:  # caught up: swap in, in this same transaction
                     _analyze(projection)
                     old = state.generation
@@ -379,16 +454,17 @@ def _analyze(projection: Projection) -> None:
             cursor.execute(f"ANALYZE {connection.ops.quote_name(table._meta.db_table)}")
 
 
-def _start_rebuild(projection: Projection) -> int:
+def _start_rebuild(projection: Projection) -> tuple[int, bool]:
+    """Return the generation to build and whether it starts empty (False: resumed)."""
     with transaction.atomic():
         state = state_of(projection.name, lock=True)
         if state.rebuild_generation is not None:  # resume the interrupted one
-            return state.rebuild_generation
+            return state.rebuild_generation, False
         state.rebuild_generation = state.generation + 1
         state.rebuild_transaction_id = state.rebuild_position = 0
         state.save()
     _drop_generation(projection, state.rebuild_generation)  # leftovers of an abandoned attempt
-    return state.rebuild_generation
+    return state.rebuild_generation, True
 
 
 def _drop_generation(projection: Projection, generation: int) -> None:

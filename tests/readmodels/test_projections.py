@@ -5,12 +5,14 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.db import transaction
 
 from adoptions import services
 from events.context import CommandContext
+from events.store import LogPosition, read_all
 from readmodels.models import AdoptionHistoryEntry, PetListing, ProjectionDeadLetter, ShelterDashboard
 from readmodels.projections import available_pets
-from readmodels.projector import PROJECTIONS, catch_up, rebuild, reset, resume, state_of
+from readmodels.projector import PROJECTIONS, Batch, apply_events, catch_up, rebuild, reset, resume, state_of
 from tests.factories import CustomerFactory, register_pet
 from tests.readmodels.conftest import project as catch_up_all
 
@@ -62,12 +64,18 @@ def random_commands(shelters, count: int, seed: int) -> None:
             services.pet_return(pet_id=pet.id, reason=f"reason {i}", context=CONTEXT)
 
 
-@pytest.mark.parametrize("copy_from_rows", [200, 1], ids=["insert", "copy"])
+@pytest.mark.parametrize(
+    "copy_from_rows, remembered_rows",
+    [(200, 1_000_000), (1, 1_000_000), (200, 4)],
+    ids=["insert", "copy", "rebuild-forgets-rows"],
+)
 def test_applying_events_one_batch_at_a_time_equals_a_rebuild(
-    shelter, other_shelter, monkeypatch, copy_from_rows
+    shelter, other_shelter, monkeypatch, copy_from_rows, remembered_rows
 ):
-    """Both ways of writing a batch: one INSERT … ON CONFLICT, and (PostgreSQL) COPY then merge."""
+    """Both ways of writing a batch: one INSERT … ON CONFLICT, and (PostgreSQL) COPY then merge;
+    and a rebuild whose memory of its rows is so small that it keeps reading them back."""
     monkeypatch.setattr("readmodels.projector.COPY_FROM_ROWS", copy_from_rows)
+    monkeypatch.setattr("readmodels.projector.REMEMBERED_ROWS", remembered_rows)
     random_commands([shelter, other_shelter], 60, seed=7)
     for projection in PROJECTIONS.values():  # tiny batches: many checkpoints
         while catch_up(projection, batch_size=3):
@@ -80,6 +88,32 @@ def test_applying_events_one_batch_at_a_time_equals_a_rebuild(
 
     assert incremental == rebuilt
     assert len(incremental[0]) >= 5 and incremental[1] and incremental[2]
+
+
+def test_a_rebuild_reads_its_rows_back_when_a_second_rebuild_wrote_batches_in_between(shelter, other_shelter):
+    """A rebuild keeps the rows it wrote in memory; a second one resuming the same generation
+    in between would make that memory stale."""
+    random_commands([shelter, other_shelter], 60, seed=11)
+    while catch_up(available_pets, batch_size=50):
+        pass
+    incremental = listing_rows()
+
+    def second_rebuild_takes_a_batch(replayed, position):
+        with transaction.atomic():
+            state = state_of("available_pets", lock=True)
+            after = LogPosition(state.rebuild_transaction_id, state.rebuild_position)
+            rows = read_all(after=after, limit=5)
+            if rows and state.rebuild_generation is not None:
+                apply_events(available_pets, rows, Batch(state.rebuild_generation))
+                state.rebuild_transaction_id, state.rebuild_position = (
+                    rows[-1].transaction_id,
+                    rows[-1].position,
+                )
+                state.save()
+
+    rebuild(available_pets, batch_size=5, progress=second_rebuild_takes_a_batch)
+
+    assert listing_rows() == incremental
 
 
 def test_a_batch_that_dies_half_way_leaves_nothing_and_resumes_from_its_checkpoint(shelter, monkeypatch):
