@@ -242,8 +242,15 @@ class RecordedEvent(NamedTuple):
     stream_version: int
     position: int
     recorded_at: datetime
-    metadata: dict[str, Any]
+    #: The metadata, or its JSON text from read_all: few projections read it, so a replay
+    #: decodes it only when asked (`metadata`).
+    raw_metadata: dict[str, Any] | str
     event: DomainEvent
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        raw = self.raw_metadata
+        return json.loads(raw) if isinstance(raw, str) else raw
 
     @classmethod
     def from_row(cls, row: StoredEvent, *, parse: Callable = event_from_stored) -> RecordedEvent:
@@ -269,7 +276,7 @@ class RecordedEvent(NamedTuple):
             row.stream_version,
             row.position,
             row.recorded_at,
-            json.loads(row.metadata_json),
+            row.metadata_json,
             event_from_stored_json(row.event_type, row.schema_version, row.payload_json),
         )
 

@@ -133,8 +133,11 @@ class Batch:
 
     def get(self, table: type[models.Model], key: Any) -> Any:
         """The row of `table` with this key in this batch's generation, or None."""
-        self.prefetch(table, [key])
-        return self._rows[table][key]
+        rows = self._rows.get(table)
+        if rows is None or key not in rows:  # usually prefetched for the whole batch
+            self.prefetch(table, [key])
+            rows = self._rows[table]
+        return rows[key]
 
     def put(self, row: Any) -> None:
         """Write the row (a `new` or `get` one) when the batch is flushed."""
@@ -144,21 +147,45 @@ class Batch:
         self._rows.setdefault(table, {})[key] = row
         self._dirty.setdefault(table, set()).add(key)
 
+    def writes(self) -> dict[type[models.Model], list[tuple]]:
+        """Take the rows put since the last call, as value tuples (safe to write elsewhere
+        while later events change the rows themselves)."""
+        taken = {
+            table: [_values(self._rows[table][key], table) for key in keys]
+            for table, keys in self._dirty.items()
+        }
+        self._dirty = {}
+        return taken
+
     def flush(self) -> None:
-        for table, keys in self._dirty.items():
-            rows = [self._rows[table][k] for k in keys]
-            if connection.vendor == "postgresql" and len(rows) >= COPY_FROM_ROWS:
-                _copy_upsert(table, rows)
-            else:
-                unique = ["generation", table.projection_key]
-                table.objects.bulk_create(
-                    [row.as_model() for row in rows],
-                    update_conflicts=True,
-                    unique_fields=unique,
-                    update_fields=[f.name for f in _written_fields(table) if f.name not in unique],
-                    batch_size=500,
-                )
-        self._dirty.clear()
+        write_rows(self.writes())
+
+
+def write_rows(writes: dict[type[models.Model], list[tuple]]) -> None:
+    """Upsert each table's rows (value tuples in _written_fields order) in bulk."""
+    for table, rows in writes.items():
+        if connection.vendor == "postgresql" and len(rows) >= COPY_FROM_ROWS:
+            _copy_upsert(table, rows)
+        else:
+            unique = ["generation", table.projection_key]
+            names = _row_fields(table)
+            table.objects.bulk_create(
+                [table(**dict(zip(names, values, strict=True))) for values in rows],
+                update_conflicts=True,
+                unique_fields=unique,
+                update_fields=[f.name for f in _written_fields(table) if f.name not in unique],
+                batch_size=500,
+            )
+
+
+def _values(row: Any, table: type[models.Model]) -> tuple:
+    # Choices are str enums: psycopg's COPY would write the member's name, not its value.
+    return tuple(_plain(getattr(row, a)) if enum else getattr(row, a) for a, enum in _plain_fields(table))
+
+
+@cache
+def _plain_fields(table: type[models.Model]) -> tuple[tuple[str, bool], ...]:
+    return tuple((f.attname, bool(f.choices)) for f in _written_fields(table))
 
 
 #: A rebuild remembers up to this many rows per table from one batch to the next.
@@ -214,14 +241,11 @@ def row_type(table: type[models.Model]) -> type:
     def from_values(cls, values: tuple) -> Any:
         return cls(**dict(zip(names, values, strict=True)))
 
-    def as_model(self) -> models.Model:
-        return table(**{name: getattr(self, name) for name in names})
-
-    namespace = {"table": table, "from_values": classmethod(from_values), "as_model": as_model}
+    namespace = {"table": table, "from_values": classmethod(from_values)}
     return make_dataclass(f"{table.__name__}Row", columns, namespace=namespace, kw_only=True, slots=True)
 
 
-def _copy_upsert(table: type[models.Model], rows: list) -> None:
+def _copy_upsert(table: type[models.Model], rows: list[tuple]) -> None:
     """Upsert rows by COPY into a scratch table, then one INSERT … ON CONFLICT.
 
     A rebuild writes hundreds of thousands of rows: COPY takes plain Python values with
@@ -234,15 +258,13 @@ def _copy_upsert(table: type[models.Model], rows: list) -> None:
     key_fields = ("generation", table.projection_key)
     key = ", ".join(quote(table._meta.get_field(name).column) for name in key_fields)
     updates = ", ".join(f"{quote(f.column)} = EXCLUDED.{quote(f.column)}" for f in fields)
-    plain = [(f.attname, bool(f.choices)) for f in fields]  # rows are row_type(table) instances
     with connection.cursor() as cursor:
         cursor.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {scratch} AS SELECT {columns} FROM {target} WITH NO DATA"
         )
         with cursor.copy(f"COPY {scratch} ({columns}) FROM STDIN") as copy:
-            for row in rows:
-                # Choices are str enums: psycopg would write the member's name, not its value.
-                copy.write_row([_plain(getattr(row, a)) if enum else getattr(row, a) for a, enum in plain])
+            for values in rows:
+                copy.write_row(values)
         cursor.execute(
             f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {scratch} "
             f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
@@ -280,7 +302,13 @@ def live_generation(name: str) -> int:
 
 
 def apply_events(projection: Projection, rows: list[StoredEvent], batch: Batch) -> None:
-    """Apply each event this projection handles; raise ProjectionFailed at the first failure."""
+    """Apply each event this projection handles and write the rows; raise ProjectionFailed at
+    the first failure."""
+    _apply(projection, rows, batch)
+    batch.flush()
+
+
+def _apply(projection: Projection, rows: list[StoredEvent], batch: Batch) -> None:
     handled = [row for row in rows if row.event_type in projection.handlers]
     for table in projection.keyed_by_stream:
         batch.prefetch(table, {row.stream_id for row in handled})
@@ -290,7 +318,6 @@ def apply_events(projection: Projection, rows: list[StoredEvent], batch: Batch) 
             projection.handlers[row.event_type](event, batch)
         except Exception as error:
             raise ProjectionFailed(row, error) from error
-    batch.flush()
 
 
 def _parsed(row: StoredEvent) -> RecordedEvent:
@@ -376,75 +403,107 @@ def reset(name: str) -> None:
         state.save()
 
 
+class RebuildInterrupted(Exception):
+    """Another rebuild of the same projection wrote batches meanwhile: run it again to resume."""
+
+
 def rebuild(projection: Projection, *, batch_size: int = 5000, progress=None) -> int:
     """Replay the whole log into a fresh generation, then swap it in atomically.
 
     Resumable: an interrupted rebuild continues from its own checkpoint. Live catch-up keeps
-    the current generation answering queries until the swap.
+    the current generation answering queries until the swap. Each batch's rows and checkpoint
+    are committed by a writer thread while the next batch is read and applied (WriteBehind).
     """
     generation, starts_empty = _start_rebuild(projection)
-    replayed, swapped = 0, False
-    read_ahead = ReadAhead(batch_size)
-    memory, left_at = RowMemory(starts_empty=starts_empty), None
-    try:
-        while not swapped:
-            with transaction.atomic():
-                state = state_of(projection.name, lock=True)
-                after = LogPosition(state.rebuild_transaction_id, state.rebuild_position)
-                if left_at is not None and after != left_at:  # a second rebuild wrote batches too
-                    memory = RowMemory(starts_empty=False)
-                rows = read_ahead.take(after)
-                if rows:
-                    apply_events(projection, rows, Batch(generation, memory=memory))
-                    _advance(state, rows, rebuilding=True)
-                    replayed += len(rows)
-                    memory.forget_oldest()
-                    left_at = LogPosition.of(rows[-1])
-                if len(rows) < batch_size:  # caught up: swap in, in this same transaction
-                    _analyze(projection)
-                    old = state.generation
-                    state.generation, state.rebuild_generation = generation, None
-                    state.transaction_id = state.rebuild_transaction_id
-                    state.position = state.rebuild_position
-                    state.status, state.error, state.error_position = ProjectionState.Status.RUNNING, "", None
-                    state.events_applied = replayed
-                    state.save()
-                    swapped = True
-            if progress:  # outside the transaction: the live projector is not held up by it
-                progress(replayed, state.rebuild_position)
-    finally:  # an interrupted rebuild must not leave the reading thread and its connection
-        read_ahead.close()
+    memory = RowMemory(starts_empty=starts_empty)
+    state = state_of(projection.name)
+    after, replayed = LogPosition(state.rebuild_transaction_id, state.rebuild_position), 0
+    with WriteBehind() as writer:
+        while len(rows := read_all(after=after, limit=batch_size)) == batch_size:
+            if not memory.complete:
+                writer.wait()  # the batch may read rows back: the last one must be written
+            batch = Batch(generation, memory=memory)
+            _apply(projection, rows, batch)
+            reached = LogPosition.of(rows[-1])
+            writer.write(_write_rebuild_batch, projection, generation, batch.writes(), after, reached)
+            after, replayed = reached, replayed + len(rows)
+            memory.forget_oldest()
+            if progress:
+                progress(replayed, after.position)
+    with transaction.atomic():  # the tail, read again under the lock, and the swap
+        state = _rebuild_state(projection, generation, expected=after)
+        rows = read_all(after=after, limit=batch_size)
+        if rows:
+            apply_events(projection, rows, Batch(generation, memory=memory))
+            _advance(state, rows, rebuilding=True)
+            replayed += len(rows)
+        _analyze(projection)
+        old = state.generation
+        state.generation, state.rebuild_generation = generation, None
+        state.transaction_id, state.position = state.rebuild_transaction_id, state.rebuild_position
+        state.status, state.error, state.error_position = ProjectionState.Status.RUNNING, "", None
+        state.events_applied = replayed
+        state.save()
+    if progress:
+        progress(replayed, state.position)
     _drop_generation(projection, old)
     return replayed
 
 
-class ReadAhead:
-    """Read the log's next batch on a second connection while this one is being applied.
+def _rebuild_state(projection: Projection, generation: int, *, expected: LogPosition) -> ProjectionState:
+    """The state row, locked, once sure no other rebuild has moved the checkpoint meanwhile."""
+    state = state_of(projection.name, lock=True)
+    at = LogPosition(state.rebuild_transaction_id, state.rebuild_position)
+    if state.rebuild_generation != generation or at != expected:
+        raise RebuildInterrupted(
+            f"another rebuild of {projection.name} moved its checkpoint to #{at.position} "
+            f"(expected #{expected.position}); run it again to resume"
+        )
+    return state
 
-    A batch read at any moment is a correct continuation of the one before it (read_all never
-    skips a late commit), so the database reads the next batch while Python applies this one.
+
+def _write_rebuild_batch(projection, generation, writes, expected: LogPosition, reached: LogPosition) -> None:
+    with transaction.atomic():
+        state = _rebuild_state(projection, generation, expected=expected)
+        write_rows(writes)
+        state.rebuild_transaction_id, state.rebuild_position = reached.transaction_id, reached.position
+        state.save()
+
+
+class WriteBehind:
+    """Commit a rebuild's batches on a second connection, one at a time, while the caller
+    reads and applies the next batch: the database writes as Python works.
+
+    A failed write is raised by the next write or wait. On SQLite, which allows one writer at
+    a time, writes happen in turn on the caller's own connection.
     """
 
-    def __init__(self, batch_size: int) -> None:
-        self.batch_size = batch_size
-        self._reader = ThreadPoolExecutor(1, thread_name_prefix="rebuild-read-ahead")
-        self._next: tuple[LogPosition, Future] | None = None
+    def __init__(self) -> None:
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="rebuild-writer")
+        self._pending: Future | None = None
+        self._inline = connection.vendor != "postgresql"
 
-    def take(self, after: LogPosition) -> list:
-        ahead, self._next = self._next, None
-        if ahead and ahead[0] == after:
-            rows = ahead[1].result()
+    def write(self, fn, *args) -> None:
+        self.wait()
+        if self._inline:
+            fn(*args)
         else:
-            rows = read_all(after=after, limit=self.batch_size)
-        # SQLite allows one connection at a time near a writer: read in turn there.
-        if len(rows) == self.batch_size and connection.vendor == "postgresql":
-            following = LogPosition.of(rows[-1])
-            self._next = (following, self._reader.submit(read_all, after=following, limit=self.batch_size))
-        return rows
+            self._pending = self._thread.submit(fn, *args)
 
-    def close(self) -> None:
-        self._reader.submit(lambda: connection.close()).result()  # the reading thread's own connection
-        self._reader.shutdown()
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def __enter__(self) -> WriteBehind:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            self.wait()  # an error while applying still lets the written batch finish
+        finally:  # the writing thread's own connection must not outlive the rebuild
+            self._thread.submit(lambda: connection.close()).result()  # the thread's connection
+            self._thread.shutdown()
 
 
 def _analyze(projection: Projection) -> None:
