@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, make_dataclass
 from enum import Enum
 from functools import cache
 from itertools import islice
+from operator import attrgetter
 from typing import Any
 
 from django.db import connection, models, transaction
@@ -179,13 +180,18 @@ def write_rows(writes: dict[type[models.Model], list[tuple]]) -> None:
 
 
 def _values(row: Any, table: type[models.Model]) -> tuple:
-    # Choices are str enums: psycopg's COPY would write the member's name, not its value.
-    return tuple(_plain(getattr(row, a)) if enum else getattr(row, a) for a, enum in _plain_fields(table))
+    return _values_getter(table)(row)
 
 
 @cache
-def _plain_fields(table: type[models.Model]) -> tuple[tuple[str, bool], ...]:
-    return tuple((f.attname, bool(f.choices)) for f in _written_fields(table))
+def _values_getter(table: type[models.Model]) -> Callable[[Any], tuple]:
+    """A function from a row to its written values, in _written_fields order."""
+    fields = _written_fields(table)
+    if not any(f.choices for f in fields):
+        return attrgetter(*(f.attname for f in fields))  # one C call per row
+    plain = [(f.attname, bool(f.choices)) for f in fields]
+    # Choices are str enums: psycopg's COPY would write the member's name, not its value.
+    return lambda row: tuple(_plain(getattr(row, a)) if enum else getattr(row, a) for a, enum in plain)
 
 
 #: A rebuild remembers up to this many rows per table from one batch to the next.
