@@ -98,7 +98,7 @@ def _figures(ours: Drain, ref: Drain, rounds: int, adoptions: int, began: float)
             "tasks/s",
             ref.rate,
             REFERENCE,
-            notes,
+            notes=notes,
         ),
         Figure("handler task CPU, all processes", ours.cpu["total"], "ms", ref.cpu["total"], cpu_label),
     ]

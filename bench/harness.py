@@ -73,6 +73,10 @@ class Figure:
     goal: Goal | None = None
     notes: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if self.goal is not None and not isinstance(self.goal, Goal):  # e.g. notes passed as the goal
+            raise TypeError(f"{self.name}: goal must be a Goal, not {type(self.goal).__name__}")
+
     @property
     def ratio(self) -> float:
         if not self.reference or math.isnan(self.reference) or math.isnan(self.value):

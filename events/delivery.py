@@ -14,9 +14,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import random
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from uuid import UUID
 
@@ -59,26 +61,29 @@ def exclusive(handler: str, event_id: UUID):
         yield acquired
     finally:
         if acquired:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+            _unlock(key)
+
+
+def _unlock(key: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
 
 
 def deliver(handler_name: str, event_id: UUID) -> str:
     """Run the handler for the event unless it already ran; return what happened."""
     handler = HANDLERS[handler_name]
-    with exclusive(handler.name, event_id) as acquired:
-        if not acquired:  # the same delivery is running right now on another worker
+    with claimed(handler, event_id) as claim:
+        if not claim.acquired:  # the same delivery is running right now on another worker
             outbox.enqueue_handler(handler, event_id, at=timezone.now() + timedelta(seconds=2))
             return "busy"
-        row = StoredEvent.objects.filter(event_id=event_id).first()
-        if row is None:  # not in our log: nothing to record it against
+        if claim.row is None:  # not in our log: nothing to record it against
             logger.error("%s got unknown event %s; acknowledged and dropped", handler.name, event_id)
             return "unknown_event"
-        delivery = _start(handler, row)
+        delivery = claim.delivery
         if delivery is None:
             return "skipped"
         try:
-            event = incoming.received_event(handler, row)  # checked before any handler code runs
+            event = incoming.received_event(handler, claim.row)  # checked before any handler code runs
         except incoming.InvalidMessage as error:  # it can never be handled: dead at once
             return _fail(handler, delivery, error, permanent=True)
         try:
@@ -93,6 +98,66 @@ def deliver(handler_name: str, event_id: UUID) -> str:
             return _fail(handler, delivery, error)
     return Status.SUCCEEDED
 
+
+@dataclass
+class Claim:
+    acquired: bool  # this worker holds the (handler, event) lock
+    row: StoredEvent | None = None  # the event, if it is in our log
+    delivery: Delivery | None = None  # this attempt, None if the inbox says done already
+
+
+@contextmanager
+def claimed(handler: Handler, event_id: UUID):
+    """Lock (handler, event), load the event and record an attempt: steps 1 and 2 above.
+
+    On PostgreSQL all three are one statement (_CLAIM), as they run for every task; the lock
+    is released when the block ends.
+    """
+    if connection.vendor != "postgresql":
+        row = StoredEvent.objects.filter(event_id=event_id).first()
+        yield Claim(True, row, _start(handler, row) if row else None)
+        return
+    key, now = _lock_key(handler.name, event_id), timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM, {"key": key, "event_id": event_id, "handler": handler.name, "now": now})
+        acquired, delivery_id, attempts, last_error, *event = cursor.fetchone()
+    claim = Claim(acquired)
+    try:
+        if acquired and event[0] is not None:
+            values = dict(zip(_EVENT_COLUMNS, event, strict=True))
+            for column in ("payload", "metadata"):  # jsonb comes as text on Django's connections
+                values[column] = json.loads(values[column])
+            claim.row = StoredEvent(**values)
+            if delivery_id is not None:
+                claim.delivery = _attempt(handler, claim.row, delivery_id, attempts, last_error, now)
+        yield claim
+    finally:
+        if acquired:
+            _unlock(key)
+
+
+_EVENT_COLUMNS = [f.attname for f in StoredEvent._meta.concrete_fields]
+
+# pg_try_advisory_lock runs first (the event CTE waits on its InitPlan); the delivery upsert
+# only happens for an event that exists, under the lock; the outer joins always return a row.
+_CLAIM = f"""
+WITH claim AS MATERIALIZED (SELECT pg_try_advisory_lock(%(key)s) AS acquired),
+event AS MATERIALIZED (
+    SELECT * FROM event_log WHERE event_id = %(event_id)s AND (SELECT acquired FROM claim)
+),
+started AS (
+    INSERT INTO event_delivery
+        (handler, event_id, event_type, status, attempts, last_error, created_at, started_at)
+    SELECT %(handler)s, event_id, event_type, 'running', 1, '', %(now)s, %(now)s FROM event
+    ON CONFLICT (handler, event_id) DO UPDATE
+        SET status = 'running', attempts = event_delivery.attempts + 1, started_at = excluded.started_at
+        WHERE event_delivery.status NOT IN ('succeeded', 'dead')
+    RETURNING id, attempts, last_error
+)
+SELECT claim.acquired, started.id, started.attempts, started.last_error,
+       {", ".join(f"event.{column}" for column in _EVENT_COLUMNS)}
+FROM claim LEFT JOIN event ON true LEFT JOIN started ON true
+"""
 
 _START = """
 INSERT INTO event_delivery
@@ -117,7 +182,10 @@ def _start(handler: Handler, row: StoredEvent) -> Delivery | None:
         started = cursor.fetchone()
     if started is None:  # succeeded or dead already: the inbox says skip
         return None
-    delivery_id, attempts, last_error = started
+    return _attempt(handler, row, *started, now)
+
+
+def _attempt(handler: Handler, row: StoredEvent, delivery_id, attempts, last_error, now) -> Delivery:
     return Delivery(
         id=delivery_id,
         handler=handler.name,

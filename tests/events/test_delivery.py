@@ -160,3 +160,34 @@ def test_a_recent_running_delivery_is_left_alone(flaky_handler):
     )
 
     assert recover_stalled() == 0
+
+
+def advisory_locks_held_here() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+def test_a_delivery_running_elsewhere_is_put_off_and_the_lock_never_outlives_a_run(
+    flaky_handler, require_postgres
+):
+    import psycopg
+    from django.db import connection
+
+    from events.delivery import _lock_key
+
+    handler, calls, _, _ = flaky_handler
+    event = renamed_event()
+    scheduled = OutboxMessage.objects.filter(event_id=event.event_id, handler=handler.name)
+    before = scheduled.count()
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other_worker:
+        other_worker.execute("SELECT pg_advisory_lock(%s)", [_lock_key(handler.name, event.event_id)])
+        assert deliver(handler.name, event.event_id) == "busy"
+        assert calls == [] and not Delivery.objects.filter(event_id=event.event_id).exists()
+        assert scheduled.count() == before + 1  # put off, to run again in a moment
+
+    assert deliver(handler.name, event.event_id) == "succeeded"  # the other worker went away
+    assert deliver(handler.name, uuid.uuid4()) == "unknown_event"
+    assert calls == [event.event_id] and advisory_locks_held_here() == 0
