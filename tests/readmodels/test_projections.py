@@ -5,11 +5,12 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
-from django.db import transaction
+from django.db import OperationalError, transaction
 
 from adoptions import services
 from events.context import CommandContext
 from events.store import LogPosition, read_all
+from readmodels import projector
 from readmodels.models import AdoptionHistoryEntry, PetListing, ProjectionDeadLetter, ShelterDashboard
 from readmodels.projections import available_pets
 from readmodels.projector import (
@@ -126,6 +127,30 @@ def test_a_rebuild_stops_when_a_second_rebuild_writes_batches_in_between(shelter
     rebuild(available_pets, batch_size=5)  # resumes the same generation, reading its rows back
 
     assert listing_rows() == incremental
+
+
+def test_a_rebuild_whose_write_fails_stops_keeps_the_live_tables_and_resumes(shelter, monkeypatch):
+    random_commands([shelter], 30, seed=5)
+    catch_up_all()
+    incremental, live = listing_rows(), state_of("available_pets").generation
+    real_write, writes = projector.write_rows, {"n": 0}
+
+    def database_gone_on_the_third_write(batch_writes):
+        writes["n"] += 1
+        if writes["n"] == 3:
+            raise OperationalError("server closed the connection unexpectedly")
+        real_write(batch_writes)
+
+    monkeypatch.setattr(projector, "write_rows", database_gone_on_the_third_write)
+    with pytest.raises(OperationalError):
+        rebuild(available_pets, batch_size=4)
+    state = state_of("available_pets")
+    assert state.generation == live and state.rebuild_generation == live + 1
+    assert 0 < state.rebuild_position and listing_rows() == incremental  # queries never noticed
+
+    monkeypatch.setattr(projector, "write_rows", real_write)
+    rebuild(available_pets, batch_size=4)  # resumes from the last batch that was written
+    assert state_of("available_pets").generation == live + 1 and listing_rows() == incremental
 
 
 def test_a_batch_that_dies_half_way_leaves_nothing_and_resumes_from_its_checkpoint(shelter, monkeypatch):
