@@ -151,10 +151,10 @@ class Batch:
     def writes(self) -> dict[type[models.Model], list[tuple]]:
         """Take the rows put since the last call, as value tuples (safe to write elsewhere
         while later events change the rows themselves)."""
-        taken = {
-            table: [_values(self._rows[table][key], table) for key in keys]
-            for table, keys in self._dirty.items()
-        }
+        taken = {}
+        for table, keys in self._dirty.items():
+            values_of, rows = _values_getter(table), self._rows[table]
+            taken[table] = [values_of(rows[key]) for key in keys]
         self._dirty = {}
         return taken
 
@@ -177,10 +177,6 @@ def write_rows(writes: dict[type[models.Model], list[tuple]]) -> None:
                 update_fields=[f.name for f in _written_fields(table) if f.name not in unique],
                 batch_size=500,
             )
-
-
-def _values(row: Any, table: type[models.Model]) -> tuple:
-    return _values_getter(table)(row)
 
 
 @cache
@@ -420,6 +416,10 @@ def rebuild(projection: Projection, *, batch_size: int = 5000, progress=None) ->
     the current generation answering queries until the swap. Each batch's rows and checkpoint
     are committed by a writer thread while the next batch is read and applied (WriteBehind).
     """
+    if connection.in_atomic_block:  # its writer thread could not see the caller's uncommitted rows
+        raise transaction.TransactionManagementError(
+            "rebuild() commits batch by batch: call it outside a transaction"
+        )
     generation, starts_empty = _start_rebuild(projection)
     memory = RowMemory(starts_empty=starts_empty)
     state = state_of(projection.name)

@@ -90,7 +90,12 @@ def test_each_dotted_path_in_settings_imports_first_in_a_fresh_process():
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "petstore.settings.test"}
     for path in dotted_paths_in_settings():
         result = subprocess.run(
-            [sys.executable, "-c", script, path], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+            [sys.executable, "-c", script, path],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert result.returncode == 0, f"{path}: {result.stderr}"
 

@@ -6,6 +6,7 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 from django.db import OperationalError, transaction
+from django.db.transaction import TransactionManagementError
 
 from adoptions import services
 from events.context import CommandContext
@@ -286,3 +287,10 @@ def test_events_command_prints_json_lines(shelter):
 
     lines = out.getvalue().splitlines()
     assert len(lines) == 1 and '"type": "PetRegistered"' in lines[0]
+
+
+def test_a_rebuild_refuses_to_run_inside_a_transaction(shelter):
+    """It commits batch by batch, on PostgreSQL from a second connection."""
+    register_pet(shelter=shelter, name="Old")
+    with transaction.atomic(), pytest.raises(TransactionManagementError, match="outside a transaction"):
+        rebuild(available_pets)
