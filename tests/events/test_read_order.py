@@ -139,3 +139,22 @@ def test_a_rolled_back_transaction_never_stalls_the_reader(require_postgres):
     holder.finish()
 
     assert [e.stream_id for e in read_all_settled(count=1)] == [survivor.id]
+
+
+def test_read_all_rows_carry_what_the_orm_reads_and_parse_to_the_same_event():
+    from events.store import RecordedEvent
+
+    pet = new_pet()
+    pets.save(pet, metadata=META)
+    [row] = read_all_settled(count=1)
+    stored = StoredEvent.objects.get(event_id=row.event_id)
+
+    assert (row.recorded_at, row.recorded_at.tzinfo) == (stored.recorded_at, stored.recorded_at.tzinfo)
+    assert (row.stream_id, row.position, row.transaction_id) == (
+        stored.stream_id,
+        stored.position,
+        stored.transaction_id,
+    )
+    replayed, loaded = RecordedEvent.from_log_row(row), RecordedEvent.from_row(stored)
+    assert replayed.metadata == loaded.metadata == META  # decoded only when asked for
+    assert replayed._replace(raw_metadata=None) == loaded._replace(raw_metadata=None)
