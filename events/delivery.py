@@ -9,6 +9,7 @@
    before their first write, so the transaction holds no transaction id while they wait.
 4. A failure is recorded; the retry is an outbox row due after an exponential, jittered
    delay (kept in the database, never as a broker ETA); after the last attempt it is `dead`.
+   A PermanentFailure (and a message that fails validation) is `dead` at once.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from . import incoming, outbox
-from .handlers import HANDLERS, Handler
+from .handlers import HANDLERS, Handler, PermanentFailure
 from .models import Delivery, StoredEvent
 
 logger = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def deliver(handler_name: str, event_id: UUID) -> str:
             logger.warning(
                 "%s failed on %s (attempt %s): %r", handler.name, event_id, delivery.attempts, error
             )
-            return _fail(handler, delivery, error)
+            return _fail(handler, delivery, error, permanent=isinstance(error, PermanentFailure))
     return Status.SUCCEEDED
 
 

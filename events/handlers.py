@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     from .models import Delivery
 
 
+class PermanentFailure(Exception):
+    """Raised by a handler when retrying cannot help (e.g. the mail server said 550): the
+    delivery goes dead at once, with this error, for staff to look at and redrive."""
+
+
 @dataclass(frozen=True)
 class Handler:
     name: str  # stable: also the Celery task name and the delivery record's key

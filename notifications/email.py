@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import smtplib
+
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 
 from adoptions.models import Adoption
+from events.handlers import PermanentFailure
 from events.store import RecordedEvent
 
 from .models import SentEmail
@@ -32,10 +35,24 @@ def send_templated_email(
         headers={"Message-ID": message_id},
     )
     email.attach_alternative(render_to_string(f"notifications/{template}.html", context), "text/html")
-    email.send()
+    try:
+        email.send()
+    except smtplib.SMTPException as error:
+        if _permanent(error):  # 5xx: the server will say the same next time
+            raise PermanentFailure(f"the mail server refused it for good: {error}") from error
+        raise
     SentEmail.objects.create(
         handler=handler, event_id=event.event_id, to=to, subject=subject, message_id=message_id
     )
+
+
+def _permanent(error: smtplib.SMTPException) -> bool:
+    """A 5xx reply (RFC 5321: permanent negative completion); 4xx and lost connections are not."""
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _ in error.recipients.values()]
+    else:
+        codes = [getattr(error, "smtp_code", 0)]
+    return bool(codes) and all(500 <= code < 600 for code in codes)
 
 
 def adoption_context(adoption: Adoption) -> dict:

@@ -391,13 +391,17 @@ def test_refused_emails_go_dead_and_a_redrive_completes_the_adoption(
     adoption_id = adopt_through_api(customer_client, pet)
     body = drill.wait(adoption_in(customer_client, adoption_id, "needs_attention"), what="needs attention")
 
-    steps = steps_of(body)
-    assert {name: steps.pop(name) for name in EMAIL_STEPS} == {n: ("dead", 3) for n in EMAIL_STEPS}
+    steps = steps_of(body)  # the 421 was retried until its attempts ran out, the 550 dead at once
+    assert {name: steps.pop(name) for name in EMAIL_STEPS} == {
+        CONFIRMATION_EMAIL: ("dead", 3),
+        SHELTER_NOTICE: ("dead", 1),
+    }
     assert steps == {step: ("succeeded", 1) for step in STEPS if step not in EMAIL_STEPS}
     errors = {s["name"]: s["lastError"] for s in body["steps"]}
     assert "421" in errors[CONFIRMATION_EMAIL] and "550" in errors[SHELTER_NOTICE]
+    assert "PermanentFailure" in errors[SHELTER_NOTICE]
     assert drill.mailbox.refusals_for(customer.email) == 3  # every attempt reached the server
-    assert drill.mailbox.refusals_for(shelter.contact_email) == 3
+    assert drill.mailbox.refusals_for(shelter.contact_email) == 1  # 5xx: no point asking again
     assert drill.mailbox.received == [] and not SentEmail.objects.exists()
     assert customer_client.get(f"/api/pets/{pet.id}").json()["status"] == "adopted"
     assert completions(adoption_id) == 0
@@ -554,9 +558,11 @@ def test_poison_events_go_dead_while_other_adoptions_complete(drill, shelter, cu
     schema_error = "InvalidMessage: PetAdopted v1 does not match its schema: adoption_id"
     assert all(d.last_error.startswith(schema_error) for d in unreadable.values())
     bounce = deliveries_of(bounced.adopted_event_id)
-    assert (bounce[CONFIRMATION_EMAIL].status, bounce[CONFIRMATION_EMAIL].attempts) == ("dead", 3)
+    # An unknown recipient is a 5xx: dead at the first refusal, never asked again.
+    assert (bounce[CONFIRMATION_EMAIL].status, bounce[CONFIRMATION_EMAIL].attempts) == ("dead", 1)
+    assert "PermanentFailure" in bounce[CONFIRMATION_EMAIL].last_error
     assert "550" in bounce[CONFIRMATION_EMAIL].last_error
-    assert drill.mailbox.refusals_for(bouncing.email) == 3
+    assert drill.mailbox.refusals_for(bouncing.email) == 1
     expected = Ledger(lost={(bounced.adopted_event_id, CONFIRMATION_EMAIL)})
     assert ledger(drill.mailbox, drill.media) == expected  # that step alone: dead, no effect
     assert [completions(a.id) for a in (*fine, bounced)] == [1, 1, 0]

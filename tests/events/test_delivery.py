@@ -11,7 +11,7 @@ from django.utils import timezone
 from events.catalogue import PetNameChanged
 from events.context import CommandContext
 from events.delivery import deliver, recover_stalled
-from events.handlers import HANDLERS, event_handler
+from events.handlers import HANDLERS, PermanentFailure, event_handler
 from events.models import Delivery, OutboxMessage, StoredEvent
 from events.store import append
 
@@ -27,6 +27,8 @@ def flaky_handler(settings):
 
     def run(event):
         calls.append(event.event_id)
+        if behaviour["fail"] == "for good":
+            raise PermanentFailure("the address does not exist")
         if behaviour["fail"]:
             raise RuntimeError("service down")
 
@@ -191,3 +193,19 @@ def test_a_delivery_running_elsewhere_is_put_off_and_the_lock_never_outlives_a_r
     assert deliver(handler.name, event.event_id) == "succeeded"  # the other worker went away
     assert deliver(handler.name, uuid.uuid4()) == "unknown_event"
     assert calls == [event.event_id] and advisory_locks_held_here() == 0
+
+
+def test_a_permanent_failure_is_dead_at_once_without_retries(flaky_handler):
+    handler, calls, settled, behaviour = flaky_handler
+    event = renamed_event()
+    behaviour["fail"] = "for good"
+    scheduled = OutboxMessage.objects.filter(event_id=event.event_id, handler=handler.name)
+    before = scheduled.count()
+
+    assert deliver(handler.name, event.event_id) == "dead"
+
+    delivery = Delivery.objects.get(handler=handler.name, event_id=event.event_id)
+    assert (delivery.status, delivery.attempts) == ("dead", 1)
+    assert "PermanentFailure: the address does not exist" in delivery.last_error
+    assert scheduled.count() == before and settled == ["dead"]  # no retry was scheduled
+    assert deliver(handler.name, event.event_id) == "skipped" and len(calls) == 1
