@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from .harness import PROJECT_DIR, Bench, Figure, Goal, abba, log, percentile, run_together
 from .readside import fresh_log, shelters
-from .stack import stop
+from .stack import machine_busy, proc_stat, stop
 
 RATE = 200.0
 PRODUCERS = 4
@@ -392,11 +392,10 @@ class CpuSampler:
     def _sample(self) -> None:
         tick = os.sysconf("SC_CLK_TCK")
         while not self._stop.is_set():
-            with open("/proc/stat") as f:
-                jiffies = [int(x) for x in f.readline().split()[1:9]]
+            jiffies = proc_stat()
             with open(f"/proc/{self.pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            busy = sum(jiffies) - jiffies[3] - jiffies[4]  # all but idle and iowait
+            busy = machine_busy(jiffies)
             self.samples.append((time.time(), busy, sum(jiffies), (int(fields[11]) + int(fields[12])) / tick))
             self._stop.wait(0.5)
 

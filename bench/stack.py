@@ -437,9 +437,8 @@ class CpuMeter:
             ticks[name] = procs[pid][2] if pid in procs else 0
             claimed.add(pid)
         unclaimed = {pid: (p[1], p[2]) for pid, p in procs.items() if pid not in claimed}
-        stat = _proc_stat()
-        busy = stat[0] + stat[1] + stat[2] + stat[5] + stat[6]
-        return CpuSnapshot(time.monotonic(), ticks, busy, stat, unclaimed)
+        stat = proc_stat()
+        return CpuSnapshot(time.monotonic(), ticks, machine_busy(stat), stat, unclaimed)
 
 
 def cpu_ms_per(before: CpuSnapshot, after: CpuSnapshot, count: int) -> dict[str, float]:
@@ -502,6 +501,12 @@ def _read_procs() -> dict[int, tuple[int, str, int, int]]:
     return procs
 
 
-def _proc_stat() -> list[int]:
+def proc_stat() -> list[int]:
+    """The machine's cpu line of /proc/stat: user nice system idle iowait irq softirq steal."""
     with open("/proc/stat") as handle:
         return [int(v) for v in handle.readline().split()[1:9]]
+
+
+def machine_busy(stat: list[int]) -> int:
+    """Jiffies this machine worked: not idle, iowait, nor steal (the hypervisor's other guests)."""
+    return stat[0] + stat[1] + stat[2] + stat[5] + stat[6]
