@@ -85,21 +85,22 @@ class AdoptionStep:
     finished_at: datetime | None
 
 
+def _step_deliveries(adoption: Adoption):
+    """The deliveries of the adoption's PetAdopted event (none before it has one)."""
+    if adoption.adopted_event_id is None:
+        return Delivery.objects.none()
+    return Delivery.objects.filter(event_id=adoption.adopted_event_id)
+
+
 def adoption_step_statuses(adoption: Adoption) -> set[str]:
     """The statuses its steps are in (pending for a step not started): what settles an adoption."""
-    recorded = dict(
-        Delivery.objects.filter(event_id=adoption.adopted_event_id).values_list("handler", "status")
-    )
+    recorded = dict(_step_deliveries(adoption).values_list("handler", "status"))
     return {recorded.get(handler.name, "pending") for handler in handlers_for("PetAdopted")}
 
 
 def adoption_steps(adoption: Adoption) -> list[AdoptionStep]:
     """Each handler of the adoption's PetAdopted event with its delivery (pending if none yet)."""
-    deliveries = (
-        {d.handler: d for d in Delivery.objects.filter(event_id=adoption.adopted_event_id)}
-        if adoption.adopted_event_id
-        else {}
-    )
+    deliveries = {d.handler: d for d in _step_deliveries(adoption)}
     steps = []
     for handler in handlers_for("PetAdopted"):
         delivery = deliveries.get(handler.name)

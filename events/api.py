@@ -14,8 +14,8 @@ from .asyncapi import document
 
 
 def asyncapi_schema(media_type: str):
-    document = OpenApiResponse(OpenApiTypes.OBJECT, description="The AsyncAPI 3.0 document.")
-    return extend_schema(tags=["contracts"], responses={(200, media_type): document})
+    response = OpenApiResponse(OpenApiTypes.OBJECT, description="The AsyncAPI 3.0 document.")
+    return extend_schema(tags=["contracts"], responses={(200, media_type): response})
 
 
 class AsyncAPIYamlView(APIView):

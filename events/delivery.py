@@ -139,6 +139,18 @@ def claimed(handler: Handler, event_id: UUID):
 
 _EVENT_COLUMNS = [f.attname for f in StoredEvent._meta.concrete_fields]
 
+# One upsert records each attempt, unless the inbox says the delivery is done already.
+_INSERT_ATTEMPT = """
+INSERT INTO event_delivery
+    (handler, event_id, event_type, status, attempts, last_error, created_at, started_at)
+"""
+_UNLESS_DONE = """
+ON CONFLICT (handler, event_id) DO UPDATE
+    SET status = 'running', attempts = event_delivery.attempts + 1, started_at = excluded.started_at
+    WHERE event_delivery.status NOT IN ('succeeded', 'dead')
+RETURNING id, attempts, last_error
+"""
+
 # pg_try_advisory_lock runs first (the event CTE waits on its InitPlan); the delivery upsert
 # only happens for an event that exists, under the lock; the outer joins always return a row.
 _CLAIM = f"""
@@ -147,28 +159,16 @@ event AS MATERIALIZED (
     SELECT * FROM event_log WHERE event_id = %(event_id)s AND (SELECT acquired FROM claim)
 ),
 started AS (
-    INSERT INTO event_delivery
-        (handler, event_id, event_type, status, attempts, last_error, created_at, started_at)
+    {_INSERT_ATTEMPT}
     SELECT %(handler)s, event_id, event_type, 'running', 1, '', %(now)s, %(now)s FROM event
-    ON CONFLICT (handler, event_id) DO UPDATE
-        SET status = 'running', attempts = event_delivery.attempts + 1, started_at = excluded.started_at
-        WHERE event_delivery.status NOT IN ('succeeded', 'dead')
-    RETURNING id, attempts, last_error
+    {_UNLESS_DONE}
 )
 SELECT claim.acquired, started.id, started.attempts, started.last_error,
        {", ".join(f"event.{column}" for column in _EVENT_COLUMNS)}
 FROM claim LEFT JOIN event ON true LEFT JOIN started ON true
 """
 
-_START = """
-INSERT INTO event_delivery
-    (handler, event_id, event_type, status, attempts, last_error, created_at, started_at)
-VALUES (%s, %s, %s, 'running', 1, '', %s, %s)
-ON CONFLICT (handler, event_id) DO UPDATE
-    SET status = 'running', attempts = event_delivery.attempts + 1, started_at = excluded.started_at
-    WHERE event_delivery.status NOT IN ('succeeded', 'dead')
-RETURNING id, attempts, last_error
-"""
+_START = f"{_INSERT_ATTEMPT} VALUES (%s, %s, %s, 'running', 1, '', %s, %s) {_UNLESS_DONE}"
 
 
 def _start(handler: Handler, row: StoredEvent) -> Delivery | None:

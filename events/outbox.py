@@ -8,7 +8,6 @@ consumers absorb because they deduplicate on the event id.
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,8 +20,6 @@ from django.utils import timezone
 
 from .catalogue import DomainEvent, Message
 from .models import OutboxMessage, StoredEvent
-
-logger = logging.getLogger(__name__)
 
 WAKE_CHANNEL = "petstore_outbox"  # NOTIFYed by a trigger on event_outbox (migration 0004)
 

@@ -255,30 +255,22 @@ class RecordedEvent(NamedTuple):
     @classmethod
     def from_row(cls, row: StoredEvent, *, parse: Callable = event_from_stored) -> RecordedEvent:
         """The stored facts and the payload, parsed by `parse(event_type, schema_version, payload)`."""
-        return cls(
-            row.event_id,
-            row.event_type,
-            row.stream_id,
-            row.stream_version,
-            row.position,
-            row.recorded_at,
-            row.metadata,
-            parse(row.event_type, row.schema_version, row.payload),
-        )
+        return cls._of(row, row.metadata, parse(row.event_type, row.schema_version, row.payload))
 
     @classmethod
     def from_log_row(cls, row: LogRow) -> RecordedEvent:
         """The same, from a read_all row (payload and metadata still JSON text)."""
+        event = event_from_stored_json(row.event_type, row.schema_version, row.payload_json)
+        return cls._of(row, row.metadata_json, event)
+
+    @classmethod
+    def _of(
+        cls, row: StoredEvent | LogRow, metadata: dict[str, Any] | str, event: DomainEvent
+    ) -> RecordedEvent:
         return cls(
-            row.event_id,
-            row.event_type,
-            row.stream_id,
-            row.stream_version,
-            row.position,
-            row.recorded_at,
-            row.metadata_json,
-            event_from_stored_json(row.event_type, row.schema_version, row.payload_json),
-        )
+            row.event_id, row.event_type, row.stream_id, row.stream_version, row.position, row.recorded_at,
+            metadata, event,
+        )  # fmt: skip
 
 
 def recorded_event(event_id: UUID) -> RecordedEvent:

@@ -26,8 +26,7 @@ from django.db import connection, models, transaction
 from django.db.models import Subquery
 from django.utils import timezone
 
-from events.models import StoredEvent
-from events.store import LogPosition, RecordedEvent, events_after, read_all
+from events.store import LogPosition, LogRow, RecordedEvent, events_after, read_all
 
 from .models import ProjectionDeadLetter, ProjectionState
 
@@ -218,8 +217,9 @@ def _written_fields(table: type[models.Model]) -> list[models.Field]:
     return [f for f in table._meta.concrete_fields if not f.primary_key]
 
 
-def _row_fields(table: type[models.Model]) -> list[str]:
-    return [f.attname for f in _written_fields(table)]
+@cache
+def _row_fields(table: type[models.Model]) -> tuple[str, ...]:
+    return tuple(f.attname for f in _written_fields(table))
 
 
 @cache
@@ -238,7 +238,7 @@ def row_type(table: type[models.Model]) -> type:
             columns.append((f.attname, Any, field(default=None)))
         else:
             columns.append((f.attname, Any))
-    names = tuple(name for name, *_ in columns)
+    names = _row_fields(table)
 
     def from_values(cls, values: tuple) -> Any:
         return cls(**dict(zip(names, values, strict=True)))
@@ -279,7 +279,7 @@ def _plain(value: Any) -> Any:
 
 
 class ProjectionFailed(Exception):
-    def __init__(self, row: StoredEvent, error: Exception) -> None:
+    def __init__(self, row: LogRow, error: Exception) -> None:
         super().__init__(f"{row.event_type} at #{row.position}: {type(error).__name__}: {error}")
         self.row, self.error = row, error
 
@@ -303,14 +303,14 @@ def live_generation(name: str) -> int:
     return state_of(name).generation
 
 
-def apply_events(projection: Projection, rows: list[StoredEvent], batch: Batch) -> None:
+def apply_events(projection: Projection, rows: list[LogRow], batch: Batch) -> None:
     """Apply each event this projection handles and write the rows; raise ProjectionFailed at
     the first failure."""
     _apply(projection, rows, batch)
     batch.flush()
 
 
-def _apply(projection: Projection, rows: list[StoredEvent], batch: Batch) -> None:
+def _apply(projection: Projection, rows: list[LogRow], batch: Batch) -> None:
     handled = [row for row in rows if row.event_type in projection.handlers]
     for table in projection.keyed_by_stream:
         batch.prefetch(table, {row.stream_id for row in handled})
@@ -322,14 +322,14 @@ def _apply(projection: Projection, rows: list[StoredEvent], batch: Batch) -> Non
             raise ProjectionFailed(row, error) from error
 
 
-def _parsed(row: StoredEvent) -> RecordedEvent:
+def _parsed(row: LogRow) -> RecordedEvent:
     try:
         return RecordedEvent.from_log_row(row)
     except Exception as error:
         raise ProjectionFailed(row, error) from error
 
 
-def _advance(state: ProjectionState, rows: list[StoredEvent], *, rebuilding: bool = False) -> None:
+def _advance(state: ProjectionState, rows: list[LogRow], *, rebuilding: bool = False) -> None:
     last = rows[-1]
     if rebuilding:
         state.rebuild_transaction_id, state.rebuild_position = last.transaction_id, last.position

@@ -97,6 +97,12 @@ def api_client() -> APIClient:
     return APIClient()
 
 
+def error_code(response) -> str:
+    """The machine-readable code of a JSON error answer (and that it is JSON)."""
+    assert response["Content-Type"].startswith("application/json"), response.content[:200]
+    return response.json()["error"]["code"]
+
+
 def client_for(user) -> APIClient:
     from rest_framework.authtoken.models import Token
 

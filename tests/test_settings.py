@@ -88,7 +88,9 @@ def test_each_dotted_path_in_settings_imports_first_in_a_fresh_process():
         "import_string(sys.argv[1])\n"
     )
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "petstore.settings.test"}
-    for path in dotted_paths_in_settings():
+    paths = dotted_paths_in_settings()
+    assert paths, "no petstore.* dotted path found in the settings"
+    for path in paths:
         result = subprocess.run(
             [sys.executable, "-c", script, path],
             cwd=ROOT,

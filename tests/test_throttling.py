@@ -51,9 +51,9 @@ def test_anonymous_client_over_its_rate_gets_429_with_retry_after(rates):
     assert anonymous_client().get(AVAILABLE_PETS).status_code == 200  # another address
 
 
-def test_user_over_its_rate_gets_429_and_other_users_are_not_affected(rates, customer, other_customer):
+def test_user_over_its_rate_gets_429_and_other_users_are_not_affected(rates, customer_client, other_customer):
     rates(user="3/minute")
-    client = client_for(customer.user)
+    client = customer_client
 
     statuses = [client.get(AVAILABLE_PETS).status_code for _ in range(3)]
     fourth = client.get(AVAILABLE_PETS)
@@ -75,9 +75,9 @@ def test_commands_are_throttled_too_and_nothing_is_written(rates, staff_client, 
     assert shelter.pets.count() == 1
 
 
-def test_signed_in_users_are_counted_by_user_not_by_the_anonymous_rate(rates, customer):
+def test_signed_in_users_are_counted_by_user_not_by_the_anonymous_rate(rates, customer_client):
     rates(anon="1/minute", user="100/minute")
-    client = client_for(customer.user)
+    client = customer_client
 
     assert [client.get(AVAILABLE_PETS).status_code for _ in range(3)] == [200, 200, 200]
 

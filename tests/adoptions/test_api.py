@@ -6,14 +6,9 @@ import pytest
 
 from adoptions.models import Adoption, PetRecord
 from events.models import OutboxMessage, StoredEvent
-from tests.conftest import client_for
+from tests.conftest import client_for, error_code
 
 pytestmark = pytest.mark.django_db
-
-
-def error_code(response) -> str:
-    assert response["Content-Type"].startswith("application/json"), response.content[:200]
-    return response.json()["error"]["code"]
 
 
 # ---------------------------------------------------------------- register

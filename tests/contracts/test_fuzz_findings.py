@@ -5,14 +5,10 @@ import base64
 import pytest
 
 from notifications.certificates import certificate_generate
+from tests.conftest import error_code
 from tests.factories import adopt_pet
 
 pytestmark = pytest.mark.django_db
-
-
-def error_code(response) -> str:
-    assert response["Content-Type"].startswith("application/json"), response.content[:200]
-    return response.json()["error"]["code"]
 
 
 @pytest.mark.parametrize("as_of", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])

@@ -43,6 +43,7 @@ def _registered():
     )(calls.append)
     yield HANDLERS["test.recording"], calls, settled
     del HANDLERS["test.recording"]
+    app.tasks.pop("test.recording", None)  # the next registration declares its own task
 
 
 @pytest.fixture
