@@ -5,17 +5,18 @@ starts, so nothing here can reach the development or test database, or the defau
 """
 
 from petstore.settings.base import *  # noqa: F403
-from petstore.settings.base import INSTALLED_APPS, LOGGING, REST_FRAMEWORK, VAR_DIR, env
+from petstore.settings.base import INSTALLED_APPS, LOGGING, REST_FRAMEWORK, VAR_DIR, database, env
 
 DEBUG = False  # DEBUG keeps every SQL query in memory: it would bill the product for the bench
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 
 DATABASES = {
-    "default": env.db_url("BENCH_DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/petstore_bench")
+    "default": database(
+        env.db_url("BENCH_DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/petstore_bench")
+    )
 }
 # The same persistent connections as the product (base.py), whatever the environment says.
 DATABASES["default"]["CONN_MAX_AGE"] = 600
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 CELERY_BROKER_URL = env.str("BENCH_BROKER_URL", default="amqp://guest:guest@127.0.0.1:5672/petstore-bench")
 CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from django.conf import settings
 from django.core import checks
 
@@ -159,3 +160,47 @@ def test_production_settings_turn_on_https_secure_cookies_and_proxy_aware_thrott
     assert values.pop("DEBUG") is False and values.pop("SECURE_HSTS_SECONDS") >= 31536000
     assert values.pop("X_FRAME_OPTIONS") == "DENY" and values.pop("NUM_PROXIES") == 1
     assert all(values.values()), values
+
+
+def database_options(**environ: str) -> dict:
+    code = "from django.conf import settings as s; print(json.dumps(s.DATABASES['default']['OPTIONS']))"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "petstore.settings.local", **environ}
+    result = subprocess.run(
+        [sys.executable, "-c", f"import django, json; django.setup(); {code}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(result.stdout)
+
+
+def test_postgresql_connections_prepare_repeated_statements():
+    options = database_options(DATABASE_URL="postgres://postgres@127.0.0.1:5432/petstore")
+
+    assert options == {"server_side_binding": True, "prepare_threshold": 5}
+
+
+def test_prepared_statements_can_be_turned_off_for_a_pooler():
+    options = database_options(
+        DATABASE_URL="postgres://postgres@127.0.0.1:5432/petstore", DATABASE_PREPARE_THRESHOLD="off"
+    )
+
+    assert options == {"server_side_binding": True, "prepare_threshold": None}
+
+
+@pytest.mark.django_db
+def test_a_statement_run_often_is_prepared_on_postgresql(require_postgres):
+    from django.db import connection
+
+    from adoptions.models import Shelter
+
+    for _ in range(6):  # the threshold is 5 runs on a connection
+        list(Shelter.objects.filter(name="Nobody's shelter"))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall()]
+
+    assert any("adoptions_shelter" in statement for statement in prepared)
