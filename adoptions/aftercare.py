@@ -10,7 +10,8 @@ import datetime as dt
 from uuid import UUID
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import Count, F
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from .models import Adoption, AdoptionStats, PetRecord, ShelterInventory, VetAppointment, WelcomePackage
@@ -23,8 +24,12 @@ WELCOME_KITS = {
 }
 
 
-def _vet_slots(shelter, after: dt.datetime):
-    """Yield the shelter's appointment slots on weekdays, starting the next working day."""
+class NoVetSlots(ValueError):
+    """The shelter's working hours leave no room for one appointment: retrying cannot help."""
+
+
+def _vet_days(shelter, after: dt.datetime):
+    """Yield the slots of each working day (weekdays), starting the day after `after`."""
     tz = timezone.get_current_timezone()
     day = timezone.localtime(after, tz).date() + dt.timedelta(days=1)
     step = dt.timedelta(minutes=shelter.vet_slot_minutes)
@@ -32,32 +37,53 @@ def _vet_slots(shelter, after: dt.datetime):
         if day.weekday() < 5:
             slot = dt.datetime.combine(day, shelter.opens_at, tzinfo=tz)
             closing = dt.datetime.combine(day, shelter.closes_at, tzinfo=tz)
-            while slot + step <= closing:
-                yield slot
+            slots = []
+            while step and slot + step <= closing:
+                slots.append(slot)
                 slot += step
+            if not slots:
+                raise NoVetSlots(f"{shelter} has no {shelter.vet_slot_minutes}-minute vet slot in a day")
+            yield day, slots
         day += dt.timedelta(days=1)
 
 
+def _full_days(shelter, after: dt.datetime, slots_per_day: int) -> set[dt.date]:
+    """Days with every slot booked, counted by the database: one row per day, not per visit."""
+    booked = VetAppointment.objects.filter(shelter_id=shelter.id, starts_at__gt=after)
+    per_day = booked.annotate(day=TruncDate("starts_at")).values("day").annotate(n=Count("id"))
+    return set(per_day.filter(n__gte=slots_per_day).values_list("day", flat=True))
+
+
 def vet_appointment_schedule(*, adoption: Adoption) -> VetAppointment:
-    """Book the first free slot; a slot taken concurrently makes us try the next one."""
+    """Book the first free slot; a slot taken concurrently makes us try the next one.
+
+    Only the first day with room is read slot by slot, so booking stays cheap however far
+    ahead the calendar is filled.
+    """
     existing = VetAppointment.objects.filter(adoption=adoption).first()
     if existing:
         return existing
-    taken = set(
-        VetAppointment.objects.filter(
-            shelter_id=adoption.shelter_id, starts_at__gt=adoption.created_at
-        ).values_list("starts_at", flat=True)
-    )
-    for slot in _vet_slots(adoption.shelter, adoption.created_at):
-        if slot in taken:
+    full = None
+    for day, slots in _vet_days(adoption.shelter, adoption.created_at):
+        if full is None:
+            full = _full_days(adoption.shelter, adoption.created_at, len(slots))
+        if day in full:
             continue
-        try:
-            with transaction.atomic():
-                return VetAppointment.objects.create(
-                    adoption=adoption, shelter_id=adoption.shelter_id, starts_at=slot
-                )
-        except IntegrityError:  # another adoption booked this slot a moment ago
-            continue
+        taken = set(
+            VetAppointment.objects.filter(
+                shelter_id=adoption.shelter_id, starts_at__gte=slots[0], starts_at__lte=slots[-1]
+            ).values_list("starts_at", flat=True)
+        )
+        for slot in slots:
+            if slot in taken:
+                continue
+            try:
+                with transaction.atomic():
+                    return VetAppointment.objects.create(
+                        adoption=adoption, shelter_id=adoption.shelter_id, starts_at=slot
+                    )
+            except IntegrityError:  # another adoption booked this slot a moment ago
+                continue
     raise AssertionError("unreachable: the calendar never ends")
 
 

@@ -6,7 +6,7 @@ settles by recomputing the adoption's status (services.adoption_progress).
 
 from __future__ import annotations
 
-from events.handlers import event_handler
+from events.handlers import PermanentFailure, event_handler
 from events.models import Delivery
 from events.store import RecordedEvent
 
@@ -44,7 +44,10 @@ def update_inventory(event: RecordedEvent) -> None:
 
 @adoption_step("adoptions.vet_appointment", queue="vet-appointments")
 def schedule_vet_appointment(event: RecordedEvent) -> None:
-    aftercare.vet_appointment_schedule(adoption=adoption_of(event))
+    try:
+        aftercare.vet_appointment_schedule(adoption=adoption_of(event))
+    except aftercare.NoVetSlots as error:  # staff must fix the shelter's hours, then redrive
+        raise PermanentFailure(str(error)) from error
 
 
 @adoption_step("adoptions.welcome_package", queue="welcome-packages")

@@ -19,6 +19,18 @@ class Shelter(models.Model):
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(closes_at__gt=models.F("opens_at")),
+                name="shelter_closes_after_it_opens",
+                violation_error_message="The shelter must close after it opens.",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(vet_slot_minutes__gte=5),
+                name="vet_slot_at_least_5_minutes",
+                violation_error_message="A vet slot lasts at least 5 minutes.",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name

@@ -1,17 +1,19 @@
 """The seven adoption steps, run in-process through events.delivery (no broker needed)."""
 
+import datetime
 import threading
 
 import pytest
 from django.core import mail
-from django.db import connection
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, connection, transaction
 
 from adoptions import services
 from adoptions.models import Adoption, AdoptionStats, ShelterInventory, VetAppointment, WelcomePackage
 from events.context import CommandContext
 from events.delivery import deliver, redrive
 from events.handlers import handlers_for
-from events.models import OutboxMessage, StoredEvent
+from events.models import Delivery, OutboxMessage, StoredEvent
 from notifications.models import Certificate, SentEmail
 from tests.conftest import client_for
 from tests.factories import CustomerFactory, register_pet
@@ -187,6 +189,58 @@ def test_vet_appointments_fill_working_hours_one_per_slot(shelter):
     assert len(set(starts)) == 3
     assert all(s.weekday() < 5 and shelter.opens_at <= s.time() < shelter.closes_at for s in starts)
     assert (starts[1] - starts[0]).total_seconds() == shelter.vet_slot_minutes * 60
+
+
+def booked_slots(shelter) -> list:
+    return sorted(VetAppointment.objects.filter(shelter=shelter).values_list("starts_at", flat=True))
+
+
+def test_a_full_day_is_skipped_and_a_gap_is_filled(shelter):
+    """Booking reads whole days by count and only the first day with room slot by slot."""
+    shelter.opens_at, shelter.closes_at = datetime.time(9, 0), datetime.time(10, 0)  # two slots a day
+    shelter.save()
+    first, second, third, fourth = [
+        adopt(register_pet(shelter=shelter, name=f"P{i}"), CustomerFactory()) for i in range(4)
+    ]
+    for adoption in (first, second, third):
+        run_steps(adoption, {"adoptions.vet_appointment"})
+    day_one, _, day_two_first = booked_slots(shelter)
+    VetAppointment.objects.filter(adoption=second).delete()  # a gap on the first, otherwise full day
+
+    run_steps(fourth, {"adoptions.vet_appointment"})
+
+    assert fourth.vet_appointment.starts_at == day_one + datetime.timedelta(minutes=30)
+    assert (day_two_first - day_one).days >= 1 and day_two_first.weekday() < 5
+    assert len(set(booked_slots(shelter))) == 3
+
+
+def test_hours_with_no_vet_slot_make_the_step_dead_at_once(shelter, customer):
+    shelter.opens_at, shelter.closes_at, shelter.vet_slot_minutes = (
+        datetime.time(9, 0),
+        datetime.time(9, 20),
+        30,
+    )
+    shelter.save()
+    adoption = adopt(register_pet(shelter=shelter), customer)
+
+    result = run_steps(adoption, {"adoptions.vet_appointment"})
+
+    delivery = Delivery.objects.get(handler="adoptions.vet_appointment", event_id=adoption.adopted_event_id)
+    assert result == {"adoptions.vet_appointment": "dead"}
+    assert delivery.attempts == 1 and "no 30-minute vet slot" in delivery.last_error
+
+
+@pytest.mark.parametrize(
+    "hours", [{"opens_at": datetime.time(17, 0), "closes_at": datetime.time(9, 0)}, {"vet_slot_minutes": 0}]
+)
+def test_shelter_hours_that_make_no_sense_are_refused(shelter, hours):
+    for field, value in hours.items():
+        setattr(shelter, field, value)
+
+    with pytest.raises(ValidationError):
+        shelter.full_clean()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        shelter.save()
 
 
 @pytest.mark.django_db(transaction=True)
