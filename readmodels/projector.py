@@ -12,9 +12,11 @@ is what makes replaying a million events take seconds rather than minutes.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, make_dataclass
 from enum import Enum
 from functools import cache
@@ -424,8 +426,9 @@ def rebuild(projection: Projection, *, batch_size: int = 5000, progress=None) ->
     memory = RowMemory(starts_empty=starts_empty)
     state = state_of(projection.name)
     after, replayed = LogPosition(state.rebuild_transaction_id, state.rebuild_position), 0
-    with WriteBehind() as writer:
+    with WriteBehind() as writer, young_garbage_collected_per_batch():
         while len(rows := read_all(after=after, limit=batch_size)) == batch_size:
+            gc.collect(1)
             if not memory.complete:
                 writer.wait()  # the batch may read rows back: the last one must be written
             batch = Batch(generation, memory=memory)
@@ -454,6 +457,25 @@ def rebuild(projection: Projection, *, batch_size: int = 5000, progress=None) ->
         progress(replayed, state.position)
     _drop_generation(projection, old)
     return replayed
+
+
+@contextmanager
+def young_garbage_collected_per_batch():
+    """Pause Python's automatic garbage collector; the caller collects the young generations
+    after each batch.
+
+    A rebuild keeps up to millions of rows alive (RowMemory), and the automatic collector
+    kept walking them all: 40 % of a rebuild's CPU. Reference counting still frees almost
+    everything at once; the per-batch collection catches the rare cycle, and the remembered
+    rows, once they have survived it, are not walked again.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _rebuild_state(projection: Projection, generation: int, *, expected: LogPosition) -> ProjectionState:

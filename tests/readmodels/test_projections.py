@@ -1,5 +1,6 @@
 """Projections follow the log exactly once; rebuilds and replays give the same tables."""
 
+import gc
 import random
 from io import StringIO
 
@@ -17,6 +18,7 @@ from readmodels.projections import available_pets
 from readmodels.projector import (
     PROJECTIONS,
     Batch,
+    ProjectionFailed,
     RebuildInterrupted,
     apply_events,
     catch_up,
@@ -152,6 +154,33 @@ def test_a_rebuild_whose_write_fails_stops_keeps_the_live_tables_and_resumes(she
     monkeypatch.setattr(projector, "write_rows", real_write)
     rebuild(available_pets, batch_size=4)  # resumes from the last batch that was written
     assert state_of("available_pets").generation == live + 1 and listing_rows() == incremental
+
+
+@pytest.mark.parametrize("collector_on", [True, False])
+def test_a_rebuild_pauses_the_garbage_collector_and_leaves_it_as_it_found_it(
+    shelter, monkeypatch, collector_on
+):
+    random_commands([shelter], 12, seed=9)
+    seen_while_applying = []
+    original = available_pets.handlers["PetRegistered"]
+
+    def noting_the_collector(event, batch):
+        seen_while_applying.append(gc.isenabled())
+        if len(seen_while_applying) == 5:
+            raise RuntimeError("a handler bug")
+        original(event, batch)
+
+    monkeypatch.setitem(available_pets.handlers, "PetRegistered", noting_the_collector)
+    (gc.enable if collector_on else gc.disable)()
+    try:
+        with pytest.raises(ProjectionFailed):
+            rebuild(available_pets, batch_size=3)
+        after_failure = gc.isenabled()
+    finally:
+        gc.enable()
+
+    assert seen_while_applying and not any(seen_while_applying)
+    assert after_failure == collector_on
 
 
 def test_a_batch_that_dies_half_way_leaves_nothing_and_resumes_from_its_checkpoint(shelter, monkeypatch):
