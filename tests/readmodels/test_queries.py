@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from events.models import StoredEvent
@@ -38,6 +39,30 @@ def test_available_pets_are_listed_longest_waiting_first_with_days_available(api
     first = response.json()["results"][0]
     assert first["daysAvailable"] == 45 and first["shelterName"] == shelter.name
     assert int(response["X-Projection-Position"]) == state_of("available_pets").position
+
+
+@pytest.mark.parametrize(
+    ("path", "rows_table"),
+    [
+        ("/api/queries/available-pets", "readmodels_petlisting"),
+        ("/api/queries/shelter-dashboard", "readmodels_shelterdashboard"),
+    ],
+)
+def test_the_position_header_is_read_before_the_rows(admin_client, shelter, path, rows_table):
+    """Rows read after the position are at least that new: the header never claims an event
+    the answer does not show, even when the projector commits between the two reads."""
+    register_pet(shelter=shelter)
+    catch_up_all()
+
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(path)
+
+    sql = [q["sql"] for q in queries.captured_queries]
+    position_read = next(
+        i for i, q in enumerate(sql) if q.startswith('SELECT "readmodels_projectionstate"."position"')
+    )
+    rows_read = next(i for i, q in enumerate(sql) if f'FROM "{rows_table}"' in q)
+    assert response.status_code == 200 and position_read < rows_read
 
 
 def test_adopted_pets_leave_the_list_and_returned_ones_come_back(
