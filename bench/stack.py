@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from .harness import PROJECT_DIR, django_child_setup, log
 
 # The worker for 2 cores: the prefork pool (the product's default) with three children. Its
-# drain of real steps is CPU-bound: three and four children both reached ~40-45 tasks/s on a
-# quiet machine, two sometimes left a core idle while both waited on PostgreSQL, and the
+# drain of real steps is CPU-bound: three and four children drained alike on a quiet
+# machine, two sometimes left a core idle while both waited on PostgreSQL, and the
 # thread pool (one process, one GIL) drained ~40 % less (bench/handlers.py, BENCH_WORKER_*).
 WORKER_POOL = os.environ.get("BENCH_WORKER_POOL", "prefork")
 WORKER_CONCURRENCY = int(os.environ.get("BENCH_WORKER_CONCURRENCY", "3"))

@@ -4,11 +4,12 @@ import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from events.models import StoredEvent
+from readmodels import selectors
 from readmodels.models import PetListing
 from readmodels.projector import state_of
 from tests.conftest import client_for
@@ -200,3 +201,15 @@ def test_read_your_writes_waits_for_the_projector(require_postgres, api_client, 
 
     assert query.status_code == 200 and listed(query) == ["Nova"]
     assert int(query["X-Projection-Position"]) >= position
+
+
+def test_a_shelters_list_is_read_through_its_own_index(require_postgres, shelter):
+    register_pet(shelter=shelter)
+    catch_up_all()
+    page = selectors.available_pet_list(shelter_id=shelter.id, species="dog", max_age=3)[:21]
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # a table this small is read whole otherwise
+        plan = page.explain()
+
+    assert "listing_by_shelter" in plan
