@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.db.models import Count, Q, QuerySet
@@ -39,12 +39,16 @@ def shelter_dashboard_list(*, shelter_ids: set[UUID] | None) -> list[dict]:
     rows = ShelterDashboard.objects.filter(generation=live_generation_of("shelter_dashboard"))
     if shelter_ids is not None:
         rows = rows.filter(shelter_id__in=shelter_ids)
-    week_start = timezone.localdate() - timedelta(days=timezone.localdate().weekday())
+    today = timezone.localdate()
+    # Monday 00:00 local time as a moment, not occurred_at's date: the index can bound that.
+    week_start = timezone.make_aware(
+        datetime.combine(today - timedelta(days=today.weekday()), datetime.min.time())
+    )
     this_week = dict(
         AdoptionHistoryEntry.objects.filter(
             generation=live_generation_of("adoption_history"),
             kind=AdoptionHistoryEntry.Kind.ADOPTED,
-            occurred_at__date__gte=week_start,
+            occurred_at__gte=week_start,
         )
         .values("shelter_id")
         .annotate(n=Count("id"))

@@ -1,16 +1,19 @@
 """The query endpoints: filters, pages, permissions, positions and read-your-writes."""
 
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from adoptions import services
+from adoptions.models import PetRecord
+from events.context import CommandContext
 from events.models import StoredEvent
 from readmodels import selectors
-from readmodels.models import PetListing
+from readmodels.models import AdoptionHistoryEntry, PetListing
 from readmodels.projector import state_of
 from tests.conftest import client_for
 from tests.factories import register_pet
@@ -161,6 +164,28 @@ def test_shelter_dashboard_counts_for_the_staffs_shelters(
         }
     ]
     assert customer_client.get("/api/queries/shelter-dashboard").status_code == 403
+
+
+def test_adoptions_this_week_count_from_monday_midnight_local_time(staff_client, customer, shelter):
+    for name in ("Sunday night", "Monday morning"):
+        pet = register_pet(shelter=shelter, name=name)
+        services.pet_adopt(pet_id=pet.id, customer=customer, context=CommandContext.system())
+    catch_up_all()
+    today = timezone.localdate()
+    monday = timezone.make_aware(
+        datetime.combine(today - timedelta(days=today.weekday()), datetime.min.time())
+    )
+    entries = AdoptionHistoryEntry.objects.filter(generation=state_of("adoption_history").generation)
+    entries.filter(pet_id__in=PetRecord.objects.filter(name="Sunday night").values("id")).update(
+        occurred_at=monday - timedelta(microseconds=1)
+    )
+    entries.filter(pet_id__in=PetRecord.objects.filter(name="Monday morning").values("id")).update(
+        occurred_at=monday
+    )
+
+    body = staff_client.get("/api/queries/shelter-dashboard").json()
+
+    assert body["shelters"][0]["adopted"] == 2 and body["shelters"][0]["adoptionsThisWeek"] == 1
 
 
 def test_min_position_beyond_the_projection_is_a_503_after_a_bounded_wait(api_client, shelter, settings):
