@@ -156,3 +156,28 @@ def backlog() -> Backlog:
     pending = OutboxMessage.objects.filter(published_at__isnull=True)
     stats = pending.aggregate(oldest=Min("created_at"))
     return Backlog(pending=pending.count(), oldest_pending_at=stats["oldest"])
+
+
+def purge_published(*, older_than: timedelta, batch_size: int = 5000, max_batches: int = 10) -> int:
+    """Delete rows the broker confirmed more than `older_than` ago; return how many.
+
+    An outbox row has done its job once published: the event log keeps the event. Rows are
+    walked oldest first by id, a batch at a time, so the cost is bounded whatever the table's
+    size; a row still pending (a retry due later) is stepped over, and the walk stops at the
+    first row published too recently to go.
+    """
+    cutoff, purged, after = timezone.now() - older_than, 0, 0
+    for _ in range(max_batches):
+        window = list(
+            OutboxMessage.objects.filter(id__gt=after)
+            .order_by("id")
+            .values_list("id", "published_at")[:batch_size]
+        )
+        doomed = [id_ for id_, published in window if published is not None and published < cutoff]
+        if doomed:
+            purged += OutboxMessage.objects.filter(id__in=doomed).delete()[0]
+        reached_recent = any(published is not None and published >= cutoff for _, published in window)
+        if reached_recent or len(window) < batch_size:
+            break
+        after = window[-1][0]
+    return purged

@@ -91,7 +91,7 @@ class Relay:
             while not stop.is_set():
                 close_old_connections()
                 if time.monotonic() >= next_chores:
-                    self._run_chores()
+                    self.run_chores()
                     next_chores = time.monotonic() + settings.RELAY_CHORES_SECONDS
                 sent = self._run_guarded()
                 if self.broker_down_since is not None:
@@ -103,12 +103,17 @@ class Relay:
             self.publisher.close()
             logger.info("relay stopped")
 
-    def _run_chores(self) -> None:
-        """Housekeeping the relay does as the system's scheduler: recover stalled deliveries."""
+    def run_chores(self) -> None:
+        """Housekeeping the relay does as the system's scheduler: recover stalled deliveries,
+        delete published outbox rows past their keeping time."""
         try:
             recovered = delivery.recover_stalled()
             if recovered:
                 logger.warning("recovered %s stalled deliveries", recovered)
+            if settings.OUTBOX_KEEP_PUBLISHED_DAYS:
+                keep = timedelta(days=settings.OUTBOX_KEEP_PUBLISHED_DAYS)
+                if purged := outbox.purge_published(older_than=keep):
+                    logger.info("deleted %s published outbox rows older than %s", purged, keep)
         except Exception:  # never let housekeeping stop publishing
             logger.exception("relay chores failed")
 

@@ -286,6 +286,9 @@ HANDLER_RETRY_MAX_SECONDS = env.float("HANDLER_RETRY_MAX_SECONDS", default=600.0
 # A delivery still `running` this long after its handler's time limit is counted as failed.
 DELIVERY_STALL_MARGIN_SECONDS = env.int("DELIVERY_STALL_MARGIN_SECONDS", default=60)
 RELAY_CHORES_SECONDS = env.float("RELAY_CHORES_SECONDS", default=30.0)
+# Published outbox rows are deleted this long after the broker confirmed them (the event log
+# keeps every event forever); 0 keeps them all.
+OUTBOX_KEEP_PUBLISHED_DAYS = env.float("OUTBOX_KEEP_PUBLISHED_DAYS", default=7.0)
 
 # Extra seconds the certificate step sleeps: stands in for the guide's 30-second PDF service.
 CERTIFICATE_EXTRA_SECONDS = env.float("CERTIFICATE_EXTRA_SECONDS", default=0.0)
