@@ -10,5 +10,6 @@ class EventsConfig(AppConfig):
         from petstore import checks  # noqa: F401  (registers the reliability checks)
 
         # Every process (web, relay, worker) knows every handler: the relay fans out to
-        # them, the worker runs them, the API lists them as an adoption's steps.
-        autodiscover_modules("handlers")
+        # them, the worker runs them, the API lists them as an adoption's steps. The relay
+        # also runs every app's chores (petstore/chores.py).
+        autodiscover_modules("handlers", "chores")

@@ -18,6 +18,8 @@ from django.db import transaction
 from django.db.models import Min, Q
 from django.utils import timezone
 
+from petstore.chores import purge_older_than
+
 from .catalogue import DomainEvent, Message
 from .models import OutboxMessage, StoredEvent
 
@@ -161,23 +163,10 @@ def backlog() -> Backlog:
 def purge_published(*, older_than: timedelta, batch_size: int = 5000, max_batches: int = 10) -> int:
     """Delete rows the broker confirmed more than `older_than` ago; return how many.
 
-    An outbox row has done its job once published: the event log keeps the event. Rows are
-    walked oldest first by id, a batch at a time, so the cost is bounded whatever the table's
-    size; a row still pending (a retry due later) is stepped over, and the walk stops at the
-    first row published too recently to go.
+    An outbox row has done its job once published: the event log keeps the event. Pending
+    rows (a retry due later) are stepped over.
     """
-    cutoff, purged, after = timezone.now() - older_than, 0, 0
-    for _ in range(max_batches):
-        window = list(
-            OutboxMessage.objects.filter(id__gt=after)
-            .order_by("id")
-            .values_list("id", "published_at")[:batch_size]
-        )
-        doomed = [id_ for id_, published in window if published is not None and published < cutoff]
-        if doomed:
-            purged += OutboxMessage.objects.filter(id__in=doomed).delete()[0]
-        reached_recent = any(published is not None and published >= cutoff for _, published in window)
-        if reached_recent or len(window) < batch_size:
-            break
-        after = window[-1][0]
-    return purged
+    cutoff = timezone.now() - older_than
+    return purge_older_than(
+        OutboxMessage, "published_at", cutoff, batch_size=batch_size, max_batches=max_batches
+    )

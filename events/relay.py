@@ -17,7 +17,9 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import close_old_connections, connection
 
-from . import delivery, outbox
+from petstore.chores import run_chores
+
+from . import outbox
 from .broker import Publisher, make_publisher
 
 logger = logging.getLogger(__name__)
@@ -103,19 +105,9 @@ class Relay:
             self.publisher.close()
             logger.info("relay stopped")
 
-    def run_chores(self) -> None:
-        """Housekeeping the relay does as the system's scheduler: recover stalled deliveries,
-        delete published outbox rows past their keeping time."""
-        try:
-            recovered = delivery.recover_stalled()
-            if recovered:
-                logger.warning("recovered %s stalled deliveries", recovered)
-            if settings.OUTBOX_KEEP_PUBLISHED_DAYS:
-                keep = timedelta(days=settings.OUTBOX_KEEP_PUBLISHED_DAYS)
-                if purged := outbox.purge_published(older_than=keep):
-                    logger.info("deleted %s published outbox rows older than %s", purged, keep)
-        except Exception:  # never let housekeeping stop publishing
-            logger.exception("relay chores failed")
+    def run_chores(self) -> dict[str, str]:
+        """The system's housekeeping, run by the relay every RELAY_CHORES_SECONDS."""
+        return run_chores()
 
     def _run_guarded(self) -> int:
         try:

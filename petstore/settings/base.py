@@ -289,6 +289,8 @@ RELAY_CHORES_SECONDS = env.float("RELAY_CHORES_SECONDS", default=30.0)
 # Published outbox rows are deleted this long after the broker confirmed them (the event log
 # keeps every event forever); 0 keeps them all.
 OUTBOX_KEEP_PUBLISHED_DAYS = env.float("OUTBOX_KEEP_PUBLISHED_DAYS", default=7.0)
+# Answers kept for Idempotency-Key retries are forgotten after this many hours; 0 keeps them.
+IDEMPOTENCY_KEEP_HOURS = env.float("IDEMPOTENCY_KEEP_HOURS", default=24.0)
 
 # Extra seconds the certificate step sleeps: stands in for the guide's 30-second PDF service.
 CERTIFICATE_EXTRA_SECONDS = env.float("CERTIFICATE_EXTRA_SECONDS", default=0.0)
