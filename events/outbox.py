@@ -1,7 +1,7 @@
 """The transactional outbox: rows written with their events, claimed and marked by the relay.
 
-Claims are leases (a token and an expiry), taken in a short transaction with SKIP LOCKED, so
-no relay holds a row lock or a transaction open while it talks to the broker. A relay that
+Claims are leases (a token and an expiry), taken in one statement with SKIP LOCKED, so no
+relay holds a row lock or a transaction open while it talks to the broker. A relay that
 dies after publishing leaves its lease to expire; the row is then published again, which
 consumers absorb because they deduplicate on the event id.
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Min, Q
 from django.utils import timezone
 
@@ -104,6 +104,8 @@ def claim_batch(*, limit: int, lease: timedelta) -> Claim:
     now = timezone.now()
     token = uuid.uuid4()
     due = _due(now)
+    if connection.vendor == "postgresql":
+        return Claim(token, _claimed_in_one_statement(due, limit, token, until=now + lease))
     with transaction.atomic():
         candidates = (
             OutboxMessage.objects.filter(due)
@@ -118,6 +120,23 @@ def claim_batch(*, limit: int, lease: timedelta) -> Claim:
         OutboxMessage.objects.filter(due, id__in=ids).update(claim_token=token, claimed_until=now + lease)
     claimed = OutboxMessage.objects.filter(id__in=ids, claim_token=token).order_by("id")
     return Claim(token, list(claimed))
+
+
+def _claimed_in_one_statement(
+    due: Q, limit: int, token: uuid.UUID, *, until: datetime
+) -> list[OutboxMessage]:
+    """Lock, lease and return the rows in one UPDATE … RETURNING: the relay runs this for
+    every batch, and the transaction it replaces took five round trips."""
+    candidates = OutboxMessage.objects.filter(due).order_by("id").values("id")[:limit]
+    candidates_sql, params = candidates.query.sql_with_params()
+    # MATERIALIZED: the candidates are picked and locked once, never re-run by the planner.
+    claimed = OutboxMessage.objects.raw(
+        f"WITH candidates AS MATERIALIZED ({candidates_sql} FOR UPDATE SKIP LOCKED) "
+        f"UPDATE {OutboxMessage._meta.db_table} SET claim_token = %s, claimed_until = %s "
+        "WHERE id IN (SELECT id FROM candidates) RETURNING *",
+        [*params, token, until],
+    )
+    return sorted(claimed, key=lambda message: message.id)
 
 
 def mark_sent(claim: Claim, ids: Iterable[int]) -> int:

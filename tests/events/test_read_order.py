@@ -9,12 +9,13 @@ import time
 import uuid
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection
 
 from adoptions.domain import Pet
 from adoptions.services import pets
 from events.models import StoredEvent
 from events.store import LogPosition, read_all
+from tests.support.threads import HeldTransaction
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -36,41 +37,6 @@ def read_all_settled(*, after: LogPosition | None = None, count: int) -> list:
     while len(rows := read_all(after=after)) < count and time.monotonic() < deadline:
         time.sleep(0.05)
     return rows
-
-
-class HeldTransaction(threading.Thread):
-    """Run `work` inside a transaction on its own connection and hold it until released."""
-
-    def __init__(self, work, *, before_work=None, rollback=False):
-        super().__init__(daemon=True)
-        self.work, self.before_work, self.rollback = work, before_work, rollback
-        self.started_work, self.did_work, self.release = (
-            threading.Event(),
-            threading.Event(),
-            threading.Event(),
-        )
-        self.error = None
-
-    def run(self):
-        try:
-            with transaction.atomic():
-                if self.before_work:
-                    self.before_work()
-                self.started_work.set()
-                self.work()
-                self.did_work.set()
-                assert self.release.wait(20), "test never released the transaction"
-                if self.rollback:
-                    transaction.set_rollback(True)
-        except Exception as error:  # reported by the test
-            self.error = error
-        finally:
-            connection.close()
-
-    def finish(self):
-        self.release.set()
-        self.join(20)
-        assert self.error is None, self.error
 
 
 def test_reader_waits_for_a_lower_position_that_commits_last(require_postgres):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import kombu
 import pytest
@@ -19,7 +19,7 @@ from tests.support.rabbit import (
     deliveries,
     fetch_all,
 )
-from tests.support.threads import run_concurrently
+from tests.support.threads import HeldTransaction, run_concurrently
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -189,3 +189,23 @@ def test_three_relays_publish_every_row_exactly_once(
     assert set(counted) == expected  # nothing lost, nothing unexpected
     assert set(counted.values()) == {1}  # and no row published twice
     assert outbox.backlog().pending == 0
+
+
+def test_a_claim_skips_rows_another_relay_holds_and_leases_the_rest_in_order(require_postgres, shelter):
+    for name in ("A", "B", "C"):
+        register_pet(shelter=shelter, name=name)  # two outbox rows each
+    ids = sorted(OutboxMessage.objects.values_list("id", flat=True))
+    held = ids[:2]
+    other_relay = HeldTransaction(lambda: list(OutboxMessage.objects.select_for_update().filter(id__in=held)))
+    other_relay.start()
+    assert other_relay.did_work.wait(10)
+    try:
+        claim = outbox.claim_batch(limit=10, lease=timedelta(seconds=30))
+        again = outbox.claim_batch(limit=10, lease=timedelta(seconds=30))
+    finally:
+        other_relay.finish()
+
+    assert [m.id for m in claim.messages] == ids[2:]
+    assert {m.claim_token for m in claim.messages} == {claim.token}
+    assert all(m.claimed_until > m.created_at for m in claim.messages)
+    assert again.messages == []  # leased: nobody else gets them until the lease runs out

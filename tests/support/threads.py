@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from django.db import connections
+from django.db import connection, connections, transaction
 
 from events.relay import Relay
 
@@ -78,3 +78,38 @@ def relay_running(relay: Relay, *, stop_within: float = 20) -> Iterator[Relay]:
         raise AssertionError(f"the relay did not stop within {stop_within}s")
     if errors:
         raise errors[0]
+
+
+class HeldTransaction(threading.Thread):
+    """Run `work` inside a transaction on its own connection and hold it until released."""
+
+    def __init__(self, work, *, before_work=None, rollback=False):
+        super().__init__(daemon=True)
+        self.work, self.before_work, self.rollback = work, before_work, rollback
+        self.started_work, self.did_work, self.release = (
+            threading.Event(),
+            threading.Event(),
+            threading.Event(),
+        )
+        self.error = None
+
+    def run(self):
+        try:
+            with transaction.atomic():
+                if self.before_work:
+                    self.before_work()
+                self.started_work.set()
+                self.work()
+                self.did_work.set()
+                assert self.release.wait(20), "test never released the transaction"
+                if self.rollback:
+                    transaction.set_rollback(True)
+        except Exception as error:  # reported by the test
+            self.error = error
+        finally:
+            connection.close()
+
+    def finish(self):
+        self.release.set()
+        self.join(20)
+        assert self.error is None, self.error
