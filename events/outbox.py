@@ -179,13 +179,11 @@ def backlog() -> Backlog:
     return Backlog(pending=pending.count(), oldest_pending_at=stats["oldest"])
 
 
-def purge_published(*, older_than: timedelta, batch_size: int = 5000, max_batches: int = 10) -> int:
+def purge_published(*, older_than: timedelta, **batching: int) -> int:
     """Delete rows the broker confirmed more than `older_than` ago; return how many.
 
     An outbox row has done its job once published: the event log keeps the event. Pending
-    rows (a retry due later) are stepped over.
+    rows (a retry due later) are stepped over. `batching`: purge_older_than's batch_size and
+    max_batches.
     """
-    cutoff = timezone.now() - older_than
-    return purge_older_than(
-        OutboxMessage, "published_at", cutoff, batch_size=batch_size, max_batches=max_batches
-    )
+    return purge_older_than(OutboxMessage, "published_at", timezone.now() - older_than, **batching)

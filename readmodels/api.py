@@ -129,12 +129,6 @@ def caught_up_or_503(projections: list[str], min_position: int | None):
     return error_response(503, code, message, {"min_position": min_position}, headers={"Retry-After": "1"})
 
 
-def position_before_reading(projection: str) -> int:
-    """The projection's position, read before its rows: they are at least that new, so the
-    header never claims an event the answer does not show (read after, it could)."""
-    return selectors.projection_position(projection)
-
-
 def with_position(response: Response, position: int) -> Response:
     response["X-Projection-Position"] = str(position)
     return response
@@ -156,7 +150,7 @@ class AvailablePetsView(APIView):
         params = query_params(AvailablePetsQuery, request)
         if (behind := caught_up_or_503(["available_pets"], params.get("min_position"))) is not None:
             return behind
-        position = position_before_reading("available_pets")
+        position = selectors.projection_position("available_pets")  # before the rows
         pets = selectors.available_pet_list(
             species=params.get("species"), max_age=params.get("max_age"), shelter_id=params.get("shelter_id")
         )
@@ -184,7 +178,7 @@ class AdoptionHistoryView(APIView):
             return error_response(403, "forbidden", "Only staff of this pet's shelter may read its history.")
         if (behind := caught_up_or_503(["adoption_history"], params.get("min_position"))) is not None:
             return behind
-        position = position_before_reading("adoption_history")
+        position = selectors.projection_position("adoption_history")  # before the rows
         entries = selectors.adoption_history_list(pet_id=pet_id)
         body = {"pet_id": pet_id, "entries": AdoptionHistoryOutput(entries, many=True).data}
         return with_position(Response(body), position)
@@ -206,6 +200,6 @@ class ShelterDashboardView(APIView):
             return error_response(403, "forbidden", "Only shelter staff have a dashboard.")
         if behind := caught_up_or_503(["shelter_dashboard", "adoption_history"], params.get("min_position")):
             return behind
-        position = position_before_reading("shelter_dashboard")
+        position = selectors.projection_position("shelter_dashboard")  # before the rows
         body = {"shelters": selectors.shelter_dashboard_list(shelter_ids=managed)}
         return with_position(Response(body), position)

@@ -426,9 +426,9 @@ def rebuild(projection: Projection, *, batch_size: int = 5000, progress=None) ->
     memory = RowMemory(starts_empty=starts_empty)
     state = state_of(projection.name)
     after, replayed = LogPosition(state.rebuild_transaction_id, state.rebuild_position), 0
-    with WriteBehind() as writer, young_garbage_collected_per_batch():
+    with WriteBehind() as writer, automatic_gc_paused():
         while len(rows := read_all(after=after, limit=batch_size)) == batch_size:
-            gc.collect(1)
+            gc.collect(1)  # the young generations only (see automatic_gc_paused)
             if not memory.complete:
                 writer.wait()  # the batch may read rows back: the last one must be written
             batch = Batch(generation, memory=memory)
@@ -460,9 +460,9 @@ def rebuild(projection: Projection, *, batch_size: int = 5000, progress=None) ->
 
 
 @contextmanager
-def young_garbage_collected_per_batch():
-    """Pause Python's automatic garbage collector; the caller collects the young generations
-    after each batch.
+def automatic_gc_paused():
+    """Pause Python's automatic garbage collector; a rebuild collects the young generations
+    itself, once per batch.
 
     A rebuild keeps up to millions of rows alive (RowMemory), and the automatic collector
     kept walking them all: 40 % of a rebuild's CPU. Reference counting still frees almost

@@ -68,6 +68,9 @@ def shelter_dashboard_list(*, shelter_ids: set[UUID] | None) -> list[dict]:
 
 
 def projection_position(name: str) -> int:
+    """How far the projection has applied the log. Read it before the rows an answer shows:
+    they are then at least that new, so a header carrying it never claims an event the
+    answer lacks (read after them, a batch committed in between could make it)."""
     position = ProjectionState.objects.filter(name=name).values_list("position", flat=True).first()
     return position or 0
 
