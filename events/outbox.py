@@ -22,6 +22,7 @@ from petstore.chores import purge_older_than
 
 from .catalogue import DomainEvent, Message
 from .models import OutboxMessage, StoredEvent
+from .rows import insert
 
 WAKE_CHANNEL = "petstore_outbox"  # NOTIFYed by a trigger on event_outbox (migration 0004)
 
@@ -65,7 +66,10 @@ def enqueue(rows: list[StoredEvent], events: list[DomainEvent], announcements: l
                     available_at=row.recorded_at,
                 )
             )
-    OutboxMessage.objects.bulk_create(messages)  # its trigger wakes the relay at COMMIT
+    insert(OutboxMessage, _ENQUEUED_FIELDS, messages)  # its trigger wakes the relay at COMMIT
+
+
+_ENQUEUED_FIELDS = [f for f in OutboxMessage._meta.concrete_fields if not f.primary_key]
 
 
 def enqueue_handler(handler, event_id: uuid.UUID, *, at: datetime) -> OutboxMessage:

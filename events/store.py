@@ -29,6 +29,7 @@ from . import outbox
 from .aggregate import Aggregate
 from .catalogue import DomainEvent, event_from_stored, event_from_stored_json
 from .models import Snapshot, StoredEvent
+from .rows import insert
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -112,19 +113,14 @@ def _insert(rows: list[StoredEvent]) -> bool:
     trips per command). Several rows go in under a savepoint, so a conflict on one of them
     never leaves the others behind.
     """
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(f.column) for f in _INSERTED_FIELDS)
-    values = ", ".join(["(" + ", ".join(["%s"] * len(_INSERTED_FIELDS)) + ")"] * len(rows))
-    sql = (
-        f"INSERT INTO {quote(StoredEvent._meta.db_table)} ({columns}) VALUES {values} "
-        "ON CONFLICT (stream_id, stream_version) DO NOTHING RETURNING position, transaction_id"
-    )
-    params = [
-        f.get_db_prep_save(getattr(row, f.attname), connection) for row in rows for f in _INSERTED_FIELDS
-    ]
-    with transaction.atomic(savepoint=len(rows) > 1), connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        returned = cursor.fetchall()
+    with transaction.atomic(savepoint=len(rows) > 1):
+        returned = insert(
+            StoredEvent,
+            _INSERTED_FIELDS,
+            rows,
+            on_conflict="ON CONFLICT (stream_id, stream_version) DO NOTHING",
+            returning="position, transaction_id",
+        )
         if len(returned) < len(rows):
             if len(rows) > 1:
                 transaction.set_rollback(True)
