@@ -115,6 +115,25 @@ def test_as_of_returns_the_state_at_that_moment():
         pets.load(pet.id, as_of=before_adoption - timedelta(days=1))
 
 
+def test_as_of_with_snapshots_gives_the_state_a_full_replay_gives(settings):
+    settings.EVENTS_SNAPSHOT_EVERY = 5
+    pet = new_pet()
+    pets.save(pet, metadata=META)
+    moments = []
+    for n in range(12):
+        pet.rename(new_name=f"Buddy {n}")
+        pets.save(pet, metadata=META)
+        moments.append(timezone.now())
+
+    for moment in moments:
+        replayed = pets.load(pet.id, as_of=moment, use_snapshots=False)
+        assert pets.load(pet.id, as_of=moment).snapshot_state() == replayed.snapshot_state()
+    at_a_snapshot = pets.load(pet.id, as_of=moments[3])  # version 5: nothing after the snapshot
+    assert (at_a_snapshot.version, at_a_snapshot.name) == (5, "Buddy 3")
+    latest = StoredEvent.objects.filter(stream_id=pet.id).latest("stream_version")
+    assert pets.load(pet.id).last_recorded_at == latest.recorded_at  # an aware datetime, as stored
+
+
 def test_old_schema_version_in_the_log_is_upcast_when_loading():
     pet_id, shelter_id = uuid.uuid4(), uuid.uuid4()
     StoredEvent.objects.create(
