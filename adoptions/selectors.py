@@ -8,6 +8,7 @@ from uuid import UUID
 
 from django.conf import settings
 
+from events import rows
 from events.handlers import handlers_for
 from events.models import Delivery, StoredEvent
 from events.store import StreamNotFound, stream_events
@@ -92,10 +93,39 @@ def _step_deliveries(adoption: Adoption):
     return Delivery.objects.filter(event_id=adoption.adopted_event_id)
 
 
-def adoption_step_statuses(adoption: Adoption) -> set[str]:
-    """The statuses its steps are in (pending for a step not started): what settles an adoption."""
-    recorded = dict(_step_deliveries(adoption).values_list("handler", "status"))
-    return {recorded.get(handler.name, "pending") for handler in handlers_for("PetAdopted")}
+@dataclass(frozen=True)
+class SettlingAdoption:
+    id: UUID
+    status: str
+    step_statuses: set[str]  # pending for a step not started
+
+
+def adoption_locked_for_settling(*, adopted_event_id: UUID) -> SettlingAdoption | None:
+    """Lock the adoption this PetAdopted event began; read its status and its steps' statuses.
+
+    None when no adoption began with the event. Plain SQL (events/rows.py): every step of
+    every adoption runs this, and compiling the two querysets cost more than running them.
+    """
+    locked = rows.select(
+        Adoption,
+        ["id", "status"],
+        where="adopted_event_id = %(adopted_event_id)s",
+        params=rows.prepared(Adoption, adopted_event_id=adopted_event_id),
+        for_update=True,
+    )
+    if not locked:
+        return None
+    recorded = dict(
+        rows.select(
+            Delivery,
+            ["handler", "status"],
+            where="event_id = %(event_id)s",
+            params=rows.prepared(Delivery, event_id=adopted_event_id),
+        )
+    )
+    steps = {recorded.get(handler.name, "pending") for handler in handlers_for("PetAdopted")}
+    [(adoption_id, status)] = locked
+    return SettlingAdoption(adoption_id, status, steps)
 
 
 def adoption_steps(adoption: Adoption) -> list[AdoptionStep]:

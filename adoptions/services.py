@@ -16,7 +16,7 @@ from events.store import ConcurrencyConflict, StreamNotFound, append, last_posit
 from . import pets
 from .domain import DomainError, Pet, PetNotFound
 from .models import Adoption, Customer, PetRecord, Shelter
-from .selectors import adoption_details, adoption_step_statuses
+from .selectors import adoption_details, adoption_locked_for_settling
 
 
 class ShelterMismatch(DomainError):
@@ -144,26 +144,33 @@ def pet_rename(
     return _save(pet, context=context, expected_version=expected_version)
 
 
-def adoption_progress(*, adopted_event_id: UUID) -> Adoption | None:
+def adoption_progress(*, adopted_event_id: UUID) -> str | None:
     """Recompute the status of the adoption this PetAdopted event began; complete it exactly once.
 
     Each step calls this inside the transaction that records its outcome. The row lock makes
     two steps finishing at the same moment take turns, and the second then sees the first's
-    committed outcome, so the last step always sees all of them. None: no adoption began with
-    this event (it was not appended by pet_adopt).
+    committed outcome, so the last step always sees all of them. Returns the status; None when
+    no adoption began with this event (it was not appended by pet_adopt).
     """
+    Status = Adoption.Status
     with transaction.atomic(savepoint=False):
-        adoption = Adoption.objects.select_for_update().filter(adopted_event_id=adopted_event_id).first()
-        if adoption is None:
+        settling = adoption_locked_for_settling(adopted_event_id=adopted_event_id)
+        if settling is None:
             return None
-        if adoption.status in (Adoption.Status.COMPLETED, Adoption.Status.RETURNED):
-            return adoption
-        before = adoption.status
-        statuses = adoption_step_statuses(adoption)
-        if "dead" in statuses:
-            adoption.status = Adoption.Status.NEEDS_ATTENTION
-        elif statuses == {"succeeded"}:
-            adoption.status, adoption.completed_at = Adoption.Status.COMPLETED, timezone.now()
+        if settling.status in (Status.COMPLETED, Status.RETURNED):
+            return settling.status
+        if "dead" in settling.step_statuses:
+            status = Status.NEEDS_ATTENTION
+        elif settling.step_statuses == {"succeeded"}:
+            status = Status.COMPLETED
+        else:
+            status = Status.PROCESSING
+        if status == settling.status:  # most steps: another one is still on its way
+            return status
+        adoption = Adoption.objects.get(pk=settling.id)
+        adoption.status = status
+        if status == Status.COMPLETED:
+            adoption.completed_at = timezone.now()
             details = adoption_details(adoption)
             append(
                 stream_type="adoption",
@@ -177,8 +184,5 @@ def adoption_progress(*, adopted_event_id: UUID) -> Adoption | None:
                 ],
                 metadata=CommandContext.system(causation_id=str(adoption.adopted_event_id)).as_metadata(),
             )
-        else:
-            adoption.status = Adoption.Status.PROCESSING
-        if adoption.status != before:
-            adoption.save(update_fields=["status", "completed_at"])
-    return adoption
+        adoption.save(update_fields=["status", "completed_at"])
+    return status

@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from . import incoming, outbox
+from . import incoming, outbox, rows
 from .handlers import HANDLERS, Handler, PermanentFailure
 from .models import Delivery, StoredEvent
 
@@ -202,7 +202,14 @@ def _attempt(handler: Handler, row: StoredEvent, delivery_id, attempts, last_err
 def _finish(delivery: Delivery, status: str, error: str = "") -> None:
     delivery.status, delivery.finished_at = status, timezone.now()
     delivery.last_error, delivery.next_attempt_at = error or delivery.last_error, None
-    delivery.save(update_fields=["status", "finished_at", "last_error", "next_attempt_at"])
+    rows.update(  # plain SQL: every task runs this (events/rows.py)
+        Delivery,
+        delivery.pk,
+        status=delivery.status,
+        finished_at=delivery.finished_at,
+        last_error=delivery.last_error,
+        next_attempt_at=None,
+    )
 
 
 def _fail(handler: Handler, delivery: Delivery, error: Exception, *, permanent: bool = False) -> str:

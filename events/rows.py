@@ -1,10 +1,12 @@
-"""Plain SQL for the statements every command runs, with the ORM's own value conversions.
+"""Plain SQL for the statements every command and handler task runs, converted as the ORM does.
 
 bulk_create prepares each value through its field and, on PostgreSQL, sends the rows as
 UNNEST arrays dumped element by element; on the append path that was a third of a
 command's client CPU. A plain multi-row INSERT of the same values is a statement
-PostgreSQL prepares once per connection and row count. Likewise compiling the ORM query
-that loads a pet's stream cost ten times running it.
+PostgreSQL prepares once per connection and row count. Likewise compiling the ORM's
+query that loads a pet's stream cost ten times running it. Values still go through the
+model fields (get_db_prep_*, from_db_value and the backend's converters), so what comes
+back is what a QuerySet would give, on PostgreSQL and SQLite alike.
 """
 
 from __future__ import annotations
@@ -37,20 +39,29 @@ def insert(
 
 
 def select(
-    model: type[Model], names: list[str], *, where: str, params: dict, order_by: str = ""
+    model: type[Model],
+    names: list[str],
+    *,
+    where: str,
+    params: dict,
+    order_by: str = "",
+    for_update: bool = False,
 ) -> list[list]:
     """SELECT the model's fields `names` from its table; convert each value as a QuerySet would.
 
     `where` and `params` use the model's column names and %(name)s placeholders; prepare the
-    params with `prepared`.
+    params with `prepared`. `for_update` locks the rows where the database can (SQLite
+    ignores it, as it ignores select_for_update).
     """
     db = connections[DEFAULT_DB_ALIAS]
     columns = [model._meta.get_field(name).column for name in names]
     sql = f"SELECT {', '.join(columns)} FROM {db.ops.quote_name(model._meta.db_table)} WHERE {where}"
+    sql += f" ORDER BY {order_by}" if order_by else ""
+    sql += " FOR UPDATE" if for_update and db.features.has_select_for_update else ""
     with db.cursor() as cursor:
-        cursor.execute(f"{sql} ORDER BY {order_by}" if order_by else sql, params)
+        cursor.execute(sql, params)
         rows = cursor.fetchall()
-    converters = [(index, col, converters) for index, col, converters in _converters(model, names, db)]
+    converters = list(_converters(model, names, db))
     if not converters:
         return [list(row) for row in rows]
     converted = []
@@ -61,6 +72,19 @@ def select(
                 values[index] = function(values[index], col, db)
         converted.append(values)
     return converted
+
+
+def update(model: type[Model], pk, **values) -> None:
+    """UPDATE one row's fields, as Model.save(update_fields=…) would, without compiling a query."""
+    db = connections[DEFAULT_DB_ALIAS]
+    quote = db.ops.quote_name
+    fields = [model._meta.get_field(name) for name in values]
+    assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
+    params = [field.get_db_prep_save(values[field.name], db) for field in fields]
+    params.append(model._meta.pk.get_db_prep_value(pk, db))
+    where = f"{quote(model._meta.pk.column)} = %s"
+    with db.cursor() as cursor:
+        cursor.execute(f"UPDATE {quote(model._meta.db_table)} SET {assignments} WHERE {where}", params)
 
 
 def prepared(model: type[Model], **values) -> dict:

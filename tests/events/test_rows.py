@@ -1,0 +1,92 @@
+"""Plain SQL helpers (events/rows.py): the same values in and out as the ORM, on either database."""
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from events import rows
+from events.models import Delivery, OutboxMessage
+
+pytestmark = pytest.mark.django_db
+
+FIELDS = [f for f in OutboxMessage._meta.concrete_fields if not f.primary_key]
+
+
+def message(**overrides) -> OutboxMessage:
+    moment = datetime(2026, 3, 13, 10, 0, 0, 123456, tzinfo=UTC)
+    fields = {
+        "event_id": uuid.uuid4(),
+        "message_name": "PetAdopted",
+        "routing_key": "pet.adopted",
+        "payload": {"petId": "p-1", "nested": {"age": 3}},
+        "headers": {"event-type": "PetAdopted"},
+        "created_at": moment,
+        "available_at": moment,
+        **overrides,
+    }
+    return OutboxMessage(**fields)
+
+
+def test_insert_writes_every_row_and_returns_the_asked_columns():
+    given = [message(), message(routing_key="pet.available")]
+
+    returned = rows.insert(OutboxMessage, FIELDS, given, returning="id, routing_key")
+
+    assert [key for _, key in returned] == ["pet.adopted", "pet.available"]
+    stored = OutboxMessage.objects.get(id=returned[0][0])
+    assert (stored.event_id, stored.payload, stored.created_at) == (
+        given[0].event_id,
+        given[0].payload,
+        given[0].created_at,
+    )
+
+
+def test_insert_on_conflict_do_nothing_returns_only_the_rows_that_went_in():
+    first = message()
+    rows.insert(OutboxMessage, FIELDS, [first])
+
+    returned = rows.insert(
+        OutboxMessage,
+        FIELDS,
+        [message(event_id=first.event_id), message()],
+        on_conflict="ON CONFLICT (event_id, routing_key) WHERE handler = '' DO NOTHING",
+        returning="event_id",
+    )
+
+    assert len(returned) == 1
+    assert OutboxMessage.objects.filter(event_id=first.event_id).count() == 1
+
+
+def test_select_converts_values_as_a_queryset_does():
+    stored = message()
+    rows.insert(OutboxMessage, FIELDS, [stored])
+    names = ["event_id", "payload", "created_at", "published_at"]
+
+    selected = rows.select(
+        OutboxMessage,
+        names,
+        where="event_id = %(event_id)s",
+        params=rows.prepared(OutboxMessage, event_id=stored.event_id),
+        for_update=True,
+    )
+
+    assert selected == [
+        list(OutboxMessage.objects.filter(event_id=stored.event_id).values_list(*names).get())
+    ]
+    event_id, payload, created_at, published_at = selected[0]
+    assert isinstance(event_id, uuid.UUID) and payload["nested"] == {"age": 3}
+    assert created_at == stored.created_at and created_at.tzinfo is not None and published_at is None
+
+
+def test_update_changes_only_the_named_fields_of_one_row():
+    one = Delivery.objects.create(handler="a", event_id=uuid.uuid4(), event_type="PetAdopted", attempts=2)
+    other = Delivery.objects.create(handler="b", event_id=one.event_id, event_type="PetAdopted")
+    finished = datetime(2026, 3, 13, 11, 0, tzinfo=UTC)
+
+    rows.update(Delivery, one.pk, status="succeeded", finished_at=finished, next_attempt_at=None)
+
+    one.refresh_from_db()
+    other.refresh_from_db()
+    assert (one.status, one.finished_at, one.attempts) == ("succeeded", finished, 2)
+    assert (other.status, other.finished_at) == ("pending", None)
