@@ -9,6 +9,7 @@ from uuid import UUID
 from django.db import transaction
 from django.utils import timezone
 
+from events import rows
 from events.catalogue import AdoptionCompleted, Species
 from events.context import CommandContext
 from events.store import ConcurrencyConflict, StreamNotFound, append, last_position
@@ -40,7 +41,9 @@ def pet_load(pet_id: UUID) -> Pet:
 
 
 def _sync_record(pet: Pet, changed_at) -> None:
-    PetRecord.objects.filter(id=pet.id).update(
+    rows.update(  # plain SQL (events/rows.py): every command on a pet runs this
+        PetRecord,
+        pet.id,
         name=pet.name,
         age=pet.age,
         status=pet.status.value,

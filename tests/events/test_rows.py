@@ -90,3 +90,27 @@ def test_update_changes_only_the_named_fields_of_one_row():
     other.refresh_from_db()
     assert (one.status, one.finished_at, one.attempts) == ("succeeded", finished, 2)
     assert (other.status, other.finished_at) == ("pending", None)
+
+
+def test_get_with_related_gives_what_select_related_gives_and_caches_the_relations(
+    pet, customer, django_assert_num_queries
+):
+    from adoptions.models import Adoption, PetRecord
+
+    record = PetRecord.objects.get(id=pet.id)
+    adoption = Adoption.objects.create(pet=record, customer=customer, shelter=record.shelter)
+    related = ["pet", "customer", "shelter"]
+    expected = Adoption.objects.select_related(*related).get(id=adoption.id)
+
+    with django_assert_num_queries(1):
+        loaded = rows.get_with_related(Adoption, adoption.id, related)
+        parties = (loaded.pet, loaded.customer, loaded.shelter)
+
+    assert parties == (expected.pet, expected.customer, expected.shelter)
+    for one in (loaded, *parties):
+        got = type(one).objects.filter(pk=one.pk).values().get()
+        want = {f.attname: getattr(one, f.attname) for f in type(one)._meta.concrete_fields}
+        assert got == want  # every field converted as the ORM converts it
+    assert not loaded._state.adding and loaded.created_at.tzinfo is not None
+    with pytest.raises(Adoption.DoesNotExist):
+        rows.get_with_related(Adoption, uuid.uuid4(), related)
