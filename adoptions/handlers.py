@@ -6,7 +6,7 @@ settles by recomputing the adoption's status (services.adoption_progress).
 
 from __future__ import annotations
 
-from events import rows
+from events import sql
 from events.handlers import PermanentFailure, event_handler
 from events.models import Delivery
 from events.store import RecordedEvent
@@ -26,9 +26,9 @@ def adoption_step(name: str, *, queue: str, on: tuple[str, ...] = ("PetAdopted",
 
 
 def adoption_of(event: RecordedEvent) -> Adoption:
-    """The adoption with its pet, customer and shelter: one plain SELECT (events/rows.py), as
+    """The adoption with its pet, customer and shelter: one plain SELECT (events/sql.py), as
     six of the seven steps of every adoption run it."""
-    return rows.get_with_related(Adoption, event.event.adoption_id, ["pet", "customer", "shelter"])
+    return sql.get_with_related(Adoption, event.event.adoption_id, ["pet", "customer", "shelter"])
 
 
 @adoption_step("adoptions.inventory", queue="inventory", on=("PetRegistered", "PetAdopted", "PetReturned"))

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from django.conf import settings
 
-from events import rows
+from events import sql
 from events.handlers import handlers_for
 from events.models import Delivery, StoredEvent
 from events.store import StreamNotFound, stream_events
@@ -103,24 +103,24 @@ class SettlingAdoption:
 def adoption_locked_for_settling(*, adopted_event_id: UUID) -> SettlingAdoption | None:
     """Lock the adoption this PetAdopted event began; read its status and its steps' statuses.
 
-    None when no adoption began with the event. Plain SQL (events/rows.py): every step of
+    None when no adoption began with the event. Plain SQL (events/sql.py): every step of
     every adoption runs this, and compiling the two querysets cost more than running them.
     """
-    locked = rows.select(
+    locked = sql.select(
         Adoption,
         ["id", "status"],
         where="adopted_event_id = %(adopted_event_id)s",
-        params=rows.prepared(Adoption, adopted_event_id=adopted_event_id),
+        params=sql.prepared(Adoption, adopted_event_id=adopted_event_id),
         for_update=True,
     )
     if not locked:
         return None
     recorded = dict(
-        rows.select(
+        sql.select(
             Delivery,
             ["handler", "status"],
             where="event_id = %(event_id)s",
-            params=rows.prepared(Delivery, event_id=adopted_event_id),
+            params=sql.prepared(Delivery, event_id=adopted_event_id),
         )
     )
     steps = {recorded.get(handler.name, "pending") for handler in handlers_for("PetAdopted")}

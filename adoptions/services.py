@@ -9,7 +9,7 @@ from uuid import UUID
 from django.db import transaction
 from django.utils import timezone
 
-from events import rows
+from events import sql
 from events.catalogue import AdoptionCompleted, Species
 from events.context import CommandContext
 from events.store import ConcurrencyConflict, StreamNotFound, append, last_position
@@ -41,7 +41,7 @@ def pet_load(pet_id: UUID) -> Pet:
 
 
 def _sync_record(pet: Pet, changed_at) -> None:
-    rows.update(  # plain SQL (events/rows.py): every command on a pet runs this
+    sql.update(  # plain SQL (events/sql.py): every command on a pet runs this
         PetRecord,
         pet.id,
         name=pet.name,

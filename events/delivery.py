@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from . import incoming, outbox, rows
+from . import incoming, outbox, sql
 from .handlers import HANDLERS, Handler, PermanentFailure
 from .models import Delivery, StoredEvent
 
@@ -202,7 +202,7 @@ def _attempt(handler: Handler, row: StoredEvent, delivery_id, attempts, last_err
 def _finish(delivery: Delivery, status: str, error: str = "") -> None:
     delivery.status, delivery.finished_at = status, timezone.now()
     delivery.last_error, delivery.next_attempt_at = error or delivery.last_error, None
-    rows.update(  # plain SQL: every task runs this (events/rows.py)
+    sql.update(  # plain SQL: every task runs this (events/sql.py)
         Delivery,
         delivery.pk,
         status=delivery.status,

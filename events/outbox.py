@@ -22,7 +22,7 @@ from petstore.chores import purge_older_than
 
 from .catalogue import DomainEvent, Message
 from .models import OutboxMessage, StoredEvent
-from .rows import insert
+from .sql import insert, prepared
 
 WAKE_CHANNEL = "petstore_outbox"  # NOTIFYed by a trigger on event_outbox (migration 0004)
 
@@ -144,10 +144,24 @@ def _claimed_in_one_statement(
 
 
 def mark_sent(claim: Claim, ids: Iterable[int]) -> int:
-    """Record confirmed messages as published (only while this claim still holds them)."""
-    return OutboxMessage.objects.filter(claim_token=claim.token, id__in=list(ids)).update(
-        published_at=timezone.now(), claim_token=None, claimed_until=None
-    )
+    """Record confirmed messages as published (only while this claim still holds them).
+
+    Plain SQL (events/sql.py): the relay runs this for every batch.
+    """
+    ids = list(ids)
+    if not ids:
+        return 0
+    params = prepared(OutboxMessage, published_at=timezone.now(), claim_token=claim.token)
+    params.update({f"id{index}": message_id for index, message_id in enumerate(ids)})
+    listed = ", ".join(f"%(id{index})s" for index in range(len(ids)))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {OutboxMessage._meta.db_table}"
+            " SET published_at = %(published_at)s, claim_token = NULL, claimed_until = NULL"
+            f" WHERE claim_token = %(claim_token)s AND id IN ({listed})",
+            params,
+        )
+        return cursor.rowcount
 
 
 def release(claim: Claim, failures: dict[int, str], *, retry_in: timedelta) -> None:

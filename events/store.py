@@ -29,7 +29,7 @@ from . import outbox
 from .aggregate import Aggregate
 from .catalogue import DomainEvent, event_from_stored, event_from_stored_json
 from .models import Snapshot, StoredEvent
-from .rows import insert, prepared, select
+from .sql import insert, prepared, select
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -160,7 +160,7 @@ class AggregateRepository(Generic[A]):
     ) -> list[list]:
         """Select (version, type, schema version, payload, recorded at) in version order.
 
-        Plain SQL (events/rows.py): every command loads its pet, and compiling the ORM's
+        Plain SQL (events/sql.py): every command loads its pet, and compiling the ORM's
         Subquery/Coalesce version of this cost ten times running it.
         """
         params = prepared(StoredEvent, stream_id=stream_id, recorded_at=as_of)

@@ -1,11 +1,11 @@
-"""Plain SQL helpers (events/rows.py): the same values in and out as the ORM, on either database."""
+"""Plain SQL helpers (events/sql.py): the same values in and out as the ORM, on either database."""
 
 import uuid
 from datetime import UTC, datetime
 
 import pytest
 
-from events import rows
+from events import sql
 from events.models import Delivery, OutboxMessage
 
 pytestmark = pytest.mark.django_db
@@ -31,7 +31,7 @@ def message(**overrides) -> OutboxMessage:
 def test_insert_writes_every_row_and_returns_the_asked_columns():
     given = [message(), message(routing_key="pet.available")]
 
-    returned = rows.insert(OutboxMessage, FIELDS, given, returning="id, routing_key")
+    returned = sql.insert(OutboxMessage, FIELDS, given, returning="id, routing_key")
 
     assert [key for _, key in returned] == ["pet.adopted", "pet.available"]
     stored = OutboxMessage.objects.get(id=returned[0][0])
@@ -44,9 +44,9 @@ def test_insert_writes_every_row_and_returns_the_asked_columns():
 
 def test_insert_on_conflict_do_nothing_returns_only_the_rows_that_went_in():
     first = message()
-    rows.insert(OutboxMessage, FIELDS, [first])
+    sql.insert(OutboxMessage, FIELDS, [first])
 
-    returned = rows.insert(
+    returned = sql.insert(
         OutboxMessage,
         FIELDS,
         [message(event_id=first.event_id), message()],
@@ -60,14 +60,14 @@ def test_insert_on_conflict_do_nothing_returns_only_the_rows_that_went_in():
 
 def test_select_converts_values_as_a_queryset_does():
     stored = message()
-    rows.insert(OutboxMessage, FIELDS, [stored])
+    sql.insert(OutboxMessage, FIELDS, [stored])
     names = ["event_id", "payload", "created_at", "published_at"]
 
-    selected = rows.select(
+    selected = sql.select(
         OutboxMessage,
         names,
         where="event_id = %(event_id)s",
-        params=rows.prepared(OutboxMessage, event_id=stored.event_id),
+        params=sql.prepared(OutboxMessage, event_id=stored.event_id),
         for_update=True,
     )
 
@@ -84,7 +84,7 @@ def test_update_changes_only_the_named_fields_of_one_row():
     other = Delivery.objects.create(handler="b", event_id=one.event_id, event_type="PetAdopted")
     finished = datetime(2026, 3, 13, 11, 0, tzinfo=UTC)
 
-    rows.update(Delivery, one.pk, status="succeeded", finished_at=finished, next_attempt_at=None)
+    sql.update(Delivery, one.pk, status="succeeded", finished_at=finished, next_attempt_at=None)
 
     one.refresh_from_db()
     other.refresh_from_db()
@@ -103,7 +103,7 @@ def test_get_with_related_gives_what_select_related_gives_and_caches_the_relatio
     expected = Adoption.objects.select_related(*related).get(id=adoption.id)
 
     with django_assert_num_queries(1):
-        loaded = rows.get_with_related(Adoption, adoption.id, related)
+        loaded = sql.get_with_related(Adoption, adoption.id, related)
         parties = (loaded.pet, loaded.customer, loaded.shelter)
 
     assert parties == (expected.pet, expected.customer, expected.shelter)
@@ -113,4 +113,4 @@ def test_get_with_related_gives_what_select_related_gives_and_caches_the_relatio
         assert got == want  # every field converted as the ORM converts it
     assert not loaded._state.adding and loaded.created_at.tzinfo is not None
     with pytest.raises(Adoption.DoesNotExist):
-        rows.get_with_related(Adoption, uuid.uuid4(), related)
+        sql.get_with_related(Adoption, uuid.uuid4(), related)
