@@ -1,4 +1,4 @@
-"""Plain SQL for the statements every command and handler task runs, converted as the ORM does.
+"""Plain SQL for statements every command, handler task or relay batch runs, converted as the ORM does.
 
 bulk_create prepares each value through its field and, on PostgreSQL, sends the rows as
 UNNEST arrays dumped element by element; on the append path that was a third of a
@@ -58,8 +58,9 @@ def select(
     ignores it, as it ignores select_for_update).
     """
     db = connections[DEFAULT_DB_ALIAS]
-    columns = [model._meta.get_field(name).column for name in names]
-    sql = f"SELECT {', '.join(columns)} FROM {db.ops.quote_name(model._meta.db_table)} WHERE {where}"
+    quote = db.ops.quote_name
+    columns = ", ".join(quote(model._meta.get_field(name).column) for name in names)
+    sql = f"SELECT {columns} FROM {quote(model._meta.db_table)} WHERE {where}"
     sql += f" ORDER BY {order_by}" if order_by else ""
     sql += " FOR UPDATE" if for_update and db.features.has_select_for_update else ""
     with db.cursor() as cursor:
@@ -137,21 +138,21 @@ def prepared(model: type[Model], **values) -> dict:
 
 
 def _converters(model: type[Model], names: list[str], db):
-    """Yield (index, column, converters) as SQLCompiler.get_converters finds them."""
+    """Yield (index, column, converters) of the fields that have any, as a QuerySet finds them."""
     for index, name in enumerate(names):
-        col = _column(model._meta.get_field(name))
-        functions = db.ops.get_db_converters(col) + col.get_db_converters(db)
+        col, functions = _conversion(model._meta.get_field(name), db)
         if functions:
             yield index, col, functions
 
 
-def _column(field: Field) -> Col:
-    """The column as a QuerySet selects it: a foreign key's holds its target's type."""
-    return field.get_col(field.model._meta.db_table)
+def _conversion(field: Field, db) -> tuple[Col, list]:
+    """The field's column as a QuerySet selects it, and the backend's and field's converters."""
+    col = field.get_col(field.model._meta.db_table)  # a foreign key's column has its target's type
+    return col, db.ops.get_db_converters(col) + col.get_db_converters(db)
 
 
 def _converted(field: Field, value, db):
-    col = _column(field)
-    for function in db.ops.get_db_converters(col) + col.get_db_converters(db):
+    col, functions = _conversion(field, db)
+    for function in functions:
         value = function(value, col, db)
     return value
