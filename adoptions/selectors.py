@@ -105,6 +105,9 @@ def adoption_locked_for_settling(*, adopted_event_id: UUID) -> SettlingAdoption 
 
     None when no adoption began with the event. Plain SQL (events/sql.py): every step of
     every adoption runs this, and compiling the two querysets cost more than running them.
+    Two statements on purpose: under READ COMMITTED a statement reads from the snapshot it
+    took when it began, so a join waiting on the lock would then miss the outcome the lock's
+    previous holder just committed, and two last steps could each think the other unfinished.
     """
     locked = sql.select(
         Adoption,
