@@ -1,5 +1,6 @@
 """Running handlers: once in effect, retries in the outbox, dead letters and redrive."""
 
+import time
 import uuid
 from datetime import timedelta
 
@@ -172,6 +173,20 @@ def advisory_locks_held_here() -> int:
         return cursor.fetchone()[0]
 
 
+def wait_until_locks_released(pid: int, timeout: float = 10.0) -> None:
+    from django.db import connection
+
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            # pg_locks is read live; pg_stat_activity would be a snapshot held for the transaction.
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s", [pid])
+            if cursor.fetchone()[0] == 0:
+                return
+            time.sleep(0.02)
+    raise AssertionError(f"backend {pid} still holds advisory locks {timeout} s after its connection closed")
+
+
 def test_a_delivery_running_elsewhere_is_put_off_and_the_lock_never_outlives_a_run(
     flaky_handler, require_postgres
 ):
@@ -189,7 +204,10 @@ def test_a_delivery_running_elsewhere_is_put_off_and_the_lock_never_outlives_a_r
         assert deliver(handler.name, event.event_id) == "busy"
         assert calls == [] and not Delivery.objects.filter(event_id=event.event_id).exists()
         assert scheduled.count() == before + 1  # put off, to run again in a moment
+        other_pid = other_worker.info.backend_pid
 
+    # The server drops a closed session's locks when its backend exits, a moment after the close.
+    wait_until_locks_released(other_pid)
     assert deliver(handler.name, event.event_id) == "succeeded"  # the other worker went away
     assert deliver(handler.name, uuid.uuid4()) == "unknown_event"
     assert calls == [event.event_id] and advisory_locks_held_here() == 0
