@@ -67,14 +67,25 @@ class AdoptionDetails:
 
 def adoption_details(adoption: Adoption) -> AdoptionDetails:
     """Return where the certificate is served and when the vet expects the pet."""
-    has_certificate = hasattr(adoption, "certificate")
     appointment = getattr(adoption, "vet_appointment", None)
-    return AdoptionDetails(
-        certificate_url=(
-            f"{settings.PUBLIC_BASE_URL}/api/adoptions/{adoption.id}/certificate" if has_certificate else None
-        ),
-        vet_appointment_date=appointment.starts_at if appointment else None,
-    )
+    vet_date = appointment.starts_at if appointment else None
+    return _details(adoption.id, hasattr(adoption, "certificate"), vet_date)
+
+
+def adoption_details_by_id(adoption_id: UUID) -> AdoptionDetails:
+    """adoption_details without loading the adoption: two plain SELECTs (events/sql.py), for the
+    step that completes it, which runs once for every adoption."""
+    certificate = Adoption.certificate.related.related_model  # notifications' model, not imported here
+    appointment = Adoption.vet_appointment.related.related_model
+    of_adoption = {"where": "adoption_id = %(id)s", "params": sql.prepared(Adoption, id=adoption_id)}
+    has_certificate = bool(sql.select(certificate, ["id"], **of_adoption))
+    starts_at = sql.select(appointment, ["starts_at"], **of_adoption)
+    return _details(adoption_id, has_certificate, starts_at[0][0] if starts_at else None)
+
+
+def _details(adoption_id: UUID, has_certificate: bool, vet_date: datetime | None) -> AdoptionDetails:
+    url = f"{settings.PUBLIC_BASE_URL}/api/adoptions/{adoption_id}/certificate" if has_certificate else None
+    return AdoptionDetails(certificate_url=url, vet_appointment_date=vet_date)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from events.store import ConcurrencyConflict, StreamNotFound, append, last_posit
 from . import pets
 from .domain import DomainError, Pet, PetNotFound
 from .models import Adoption, Customer, PetRecord, Shelter
-from .selectors import adoption_details, adoption_locked_for_settling
+from .selectors import adoption_details_by_id, adoption_locked_for_settling
 
 
 class ShelterMismatch(DomainError):
@@ -170,22 +170,21 @@ def adoption_progress(*, adopted_event_id: UUID) -> str | None:
             status = Status.PROCESSING
         if status == settling.status:  # most steps: another one is still on its way
             return status
-        adoption = Adoption.objects.get(pk=settling.id)
-        adoption.status = status
-        if status == Status.COMPLETED:
-            adoption.completed_at = timezone.now()
-            details = adoption_details(adoption)
-            append(
-                stream_type="adoption",
-                stream_id=adoption.id,
-                expected_version=0,
-                events=[
-                    AdoptionCompleted(
-                        certificate_url=details.certificate_url,
-                        vet_appointment_date=details.vet_appointment_date,
-                    )
-                ],
-                metadata=CommandContext.system(causation_id=str(adoption.adopted_event_id)).as_metadata(),
-            )
-        adoption.save(update_fields=["status", "completed_at"])
+        if status != Status.COMPLETED:
+            sql.update(Adoption, settling.id, status=status)
+            return status
+        details = adoption_details_by_id(settling.id)
+        append(
+            stream_type="adoption",
+            stream_id=settling.id,
+            expected_version=0,
+            events=[
+                AdoptionCompleted(
+                    certificate_url=details.certificate_url,
+                    vet_appointment_date=details.vet_appointment_date,
+                )
+            ],
+            metadata=CommandContext.system(causation_id=str(adopted_event_id)).as_metadata(),
+        )
+        sql.update(Adoption, settling.id, status=status, completed_at=timezone.now())
     return status

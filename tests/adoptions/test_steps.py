@@ -8,7 +8,7 @@ from django.core import mail
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 
-from adoptions import services
+from adoptions import selectors, services
 from adoptions.models import Adoption, AdoptionStats, ShelterInventory, VetAppointment, WelcomePackage
 from events.context import CommandContext
 from events.delivery import deliver, redrive
@@ -70,6 +70,23 @@ def test_all_steps_succeeding_completes_the_adoption_once(pet, customer):
     assert payload["certificate_url"].endswith(f"/api/adoptions/{adoption.id}/certificate")
     assert payload["vet_appointment_date"]
     assert OutboxMessage.objects.filter(routing_key="adoption.completed").count() == 1
+
+
+def test_details_read_by_id_match_the_loaded_adoption_before_and_after_its_steps(pet, customer):
+    adoption = adopt(pet, customer)
+
+    def loaded():
+        related = Adoption.objects.select_related("certificate", "vet_appointment")
+        return selectors.adoption_details(related.get(pk=adoption.id))
+
+    before = selectors.adoption_details_by_id(adoption.id)
+    run_steps(adoption)
+    after = selectors.adoption_details_by_id(adoption.id)
+
+    assert before == selectors.AdoptionDetails(certificate_url=None, vet_appointment_date=None)
+    assert after == loaded()
+    assert after.certificate_url.endswith(f"/api/adoptions/{adoption.id}/certificate")
+    assert after.vet_appointment_date == VetAppointment.objects.get(adoption=adoption).starts_at
 
 
 def test_each_effect_happens_exactly_once(pet, customer, shelter):
