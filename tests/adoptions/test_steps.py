@@ -8,7 +8,7 @@ from django.core import mail
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 
-from adoptions import selectors, services
+from adoptions import aftercare, selectors, services
 from adoptions.models import Adoption, AdoptionStats, ShelterInventory, VetAppointment, WelcomePackage
 from events.context import CommandContext
 from events.delivery import deliver, redrive
@@ -229,6 +229,24 @@ def test_a_full_day_is_skipped_and_a_gap_is_filled(shelter):
     assert fourth.vet_appointment.starts_at == day_one + datetime.timedelta(minutes=30)
     assert (day_two_first - day_one).days >= 1 and day_two_first.weekday() < 5
     assert len(set(booked_slots(shelter))) == 3
+
+
+def test_a_slot_booked_after_the_calendar_was_read_goes_to_the_next_one(shelter, monkeypatch):
+    rival, ours = [adopt(register_pet(shelter=shelter, name=f"P{i}"), CustomerFactory()) for i in range(2)]
+    book = aftercare._book
+
+    def rival_books_first(adoption, slot):  # between our read of the calendar and our insert
+        if not VetAppointment.objects.exists():
+            VetAppointment.objects.create(adoption=rival, shelter=shelter, starts_at=slot)
+        return book(adoption, slot)
+
+    monkeypatch.setattr(aftercare, "_book", rival_books_first)
+    result = run_steps(ours, {"adoptions.vet_appointment"})
+
+    rival_slot = VetAppointment.objects.get(adoption=rival).starts_at
+    our_slot = VetAppointment.objects.get(adoption=ours).starts_at
+    assert result == {"adoptions.vet_appointment": "succeeded"}
+    assert our_slot - rival_slot == datetime.timedelta(minutes=shelter.vet_slot_minutes)
 
 
 def test_hours_with_no_vet_slot_make_the_step_dead_at_once(shelter, customer):
