@@ -43,7 +43,7 @@ def ping_through_a_worker(client: Celery, env: dict[str, str], log: Path):
             raise AssertionError(f"{error!r}; worker log:\n{log.read_text()[-3000:]}") from error
         niceness = os.getpriority(os.PRIO_PROCESS, worker.pid) - os.getpriority(os.PRIO_PROCESS, 0)
     finally:
-        stop(worker, grace=15)  # SIGTERM: a warm shutdown (about 6 s with the prefork pool)
+        stop(worker, grace=60)  # SIGTERM: a warm shutdown (about 6 s with the prefork pool, more on CI)
         client.close()
     return result, worker.returncode, niceness
 

@@ -2,12 +2,13 @@
 
 import os
 import threading
+import time
 import uuid
 
 import pytest
 from rest_framework.test import APIClient, APIRequestFactory
 
-from petstore.throttling import UserRateThrottle
+from petstore.throttling import UserRateThrottle, WindowCounterMixin
 from tests.conftest import client_for
 
 pytestmark = pytest.mark.django_db
@@ -16,8 +17,14 @@ AVAILABLE_PETS = "/api/queries/available-pets"
 
 
 @pytest.fixture
-def rates(settings):
-    """Set the rates for this test (its counters are its own: see _own_cache_namespace)."""
+def rates(settings, monkeypatch):
+    """Set the rates for this test (its counters are its own: see _own_cache_namespace).
+
+    The throttles' clock stands still mid-minute: windows are aligned to the clock, and a test
+    whose requests straddled a minute boundary would see them counted in two windows.
+    """
+    mid_minute = time.time() // 60 * 60 + 30
+    monkeypatch.setattr(WindowCounterMixin, "timer", staticmethod(lambda: mid_minute), raising=False)
 
     def set_rates(*, anon: str = "100000/minute", user: str = "100000/minute") -> None:
         settings.REST_FRAMEWORK = {

@@ -119,7 +119,7 @@ def free_port() -> int:
 @contextmanager
 def smtp_server() -> Iterator[tuple[Mailbox, int]]:
     mailbox, port = Mailbox(), free_port()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port, ready_timeout=30)  # 5 s by default
     controller.start()
     try:
         yield mailbox, port
@@ -468,8 +468,10 @@ def test_worker_killed_mid_certificate_leaves_exactly_one_certificate(drill, kil
 
 def test_a_fan_out_delivered_twice_has_its_effects_once(drill, shelter, customer):
     pet = register_pet(shelter=shelter)
-    # A slow certificate makes its second copy arrive while the first still runs.
-    drill.start_worker("worker", concurrency=4, CERTIFICATE_EXTRA_SECONDS="2")
+    # A slow certificate makes its second copy arrive while the first still runs: the copy is
+    # about the tenth message, delivered once six others are acknowledged, which on a busy
+    # machine can take seconds.
+    drill.start_worker("worker", concurrency=4, CERTIFICATE_EXTRA_SECONDS="6")
 
     with transaction.atomic():  # both copies committed together: published in one batch
         adoption = adopt_pet(pet=pet, customer=customer).adoption

@@ -20,7 +20,8 @@ def listener(require_postgres):
     listening.close()
 
 
-def notifications(listening, *, timeout: float = 1.0) -> int:
+def notifications(listening, *, timeout: float = 10.0) -> int:
+    """Count notifications within `timeout` (returns at the first one: the wait is an upper bound)."""
     return sum(1 for _ in listening.notifies(timeout=timeout, stop_after=1))
 
 

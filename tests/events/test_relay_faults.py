@@ -56,7 +56,8 @@ def test_commands_are_accepted_while_the_broker_is_down_and_the_relay_catches_up
         pending = OutboxMessage.objects.filter(published_at__isnull=True)
         answer_times = [adopt_through_api(customer_client, pet) for pet in pets]
 
-        assert max(answer_times) < 1.0, answer_times  # the request path never waits for the broker
+        # The request path never waits for the broker: a few ms each; 3 s leaves room for a busy CI.
+        assert max(answer_times) < 3.0, answer_times
         assert outbox.backlog().pending == 10
         wait_until(
             lambda: pending.filter(last_error__startswith="broker unavailable").exists(),
@@ -91,7 +92,8 @@ def test_relay_gives_up_on_a_broker_that_stops_answering_and_marks_nothing_sent(
         broker_proxy.thaw()
 
     assert sent == 0
-    assert elapsed < 4 * CONFIRM_TIMEOUT  # the confirm wait and the close are bounded: no hang
+    # The confirm wait and the close are bounded (about 2 x CONFIRM_TIMEOUT): no hang.
+    assert elapsed < 10 * CONFIRM_TIMEOUT
     unsent = OutboxMessage.objects.filter(published_at__isnull=True)
     assert {(row.routing_key, row.payload["petId"]) for row in unsent} == {
         ("pet.registered", str(stuck.id)),
@@ -186,8 +188,8 @@ def test_relay_under_a_memory_alarm_times_out_and_the_api_still_answers(
         _rabbitmqctl("set_vm_memory_high_watermark", *restore)
     wait_until(lambda: not _memory_alarm_on(), timeout=10, what="the alarm to clear")
 
-    assert max(answer_times) < 1.0, answer_times
-    assert sent == 0 and elapsed < 4 * CONFIRM_TIMEOUT
+    assert max(answer_times) < 3.0, answer_times  # a publish under the alarm would block for good
+    assert sent == 0 and elapsed < 10 * CONFIRM_TIMEOUT
     adopted = OutboxMessage.objects.filter(routing_key="pet.adopted")
     assert adopted.count() == 3 and not adopted.filter(published_at__isnull=False).exists()
     assert relay.drain(timeout=20) == 3

@@ -16,6 +16,8 @@ def project(timeout: float = 10.0) -> None:
     while True:
         catch_up_all()
         behind = [n for n in PROJECTIONS if state_of(n).status == "running" and lag(n).events]
-        if not behind or time.monotonic() > deadline:
+        if not behind:
             return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{', '.join(behind)} still behind the log after {timeout} s")
         time.sleep(0.05)

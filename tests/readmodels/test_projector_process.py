@@ -41,7 +41,7 @@ def test_projector_killed_mid_batch_resumes_from_its_checkpoint(require_postgres
     record_history(1500, shelter)
     projector = start(
         [sys.executable, "manage.py", "run_projections"],
-        env=child_env(PROJECTION_BATCH_SIZE="50"),
+        env=child_env(PROJECTION_BATCH_SIZE="10"),  # 150 checkpoints: a wide window for the kill
         log=tmp_path / "projector.log",
     )
     try:

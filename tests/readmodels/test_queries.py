@@ -204,7 +204,10 @@ def test_min_position_of_no_event_is_a_400(api_client):
     assert response.status_code == 400 and response.json()["error"]["code"] == "unknown_position"
 
 
-def test_read_your_writes_waits_for_the_projector(require_postgres, api_client, staff_client, shelter):
+def test_read_your_writes_waits_for_the_projector(
+    require_postgres, api_client, staff_client, shelter, settings
+):
+    settings.PROJECTION_WAIT_SECONDS = 15  # an upper bound: the query answers once the projector passes
     response = staff_client.post(
         "/api/commands/register-pet",
         {"name": "Nova", "species": "dog", "age": 3, "shelterId": str(shelter.id)},
