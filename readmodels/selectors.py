@@ -9,6 +9,7 @@ from uuid import UUID
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
+from events import sql
 from events.store import LogPosition, log_position_of
 
 from .models import AdoptionHistoryEntry, PetListing, ProjectionState, ShelterDashboard
@@ -70,9 +71,10 @@ def shelter_dashboard_list(*, shelter_ids: set[UUID] | None) -> list[dict]:
 def projection_position(name: str) -> int:
     """How far the projection has applied the log. Read it before the rows an answer shows:
     they are then at least that new, so a header carrying it never claims an event the
-    answer lacks (read after them, a batch committed in between could make it)."""
-    position = ProjectionState.objects.filter(name=name).values_list("position", flat=True).first()
-    return position or 0
+    answer lacks (read after them, a batch committed in between could make it). Plain SQL
+    (events/sql.py): every query answer reads it, and compiling it cost more than running it."""
+    found = sql.select(ProjectionState, ["position"], where="name = %(name)s", params={"name": name})
+    return found[0][0] if found else 0
 
 
 class UnknownPosition(LookupError):
