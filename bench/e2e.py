@@ -11,7 +11,8 @@ Reference for the end-to-end time: the seven steps' own run time for the same ad
 of their deliveries' started -> finished): what is left is waiting in the outbox and queues.
 Reference for the POST latency: the same POSTs at the same rate on the same gunicorn with the
 relay and the worker not running (their outbox rows are then dropped unsent).
-Rounds alternate ours, reference, reference, ours.
+Rounds alternate ours, reference, reference, ours; before each, VACUUM ANALYZE does what
+autovacuum would (it is off on this machine's server).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .stack import (
     outbox_skip_pending,
     outcome,
     pets_register,
+    vacuum_analyze,
     wait_until_completed,
 )
 
@@ -56,6 +58,7 @@ def run(bench: Bench) -> list[Figure]:
         outbox_skip_pending()
         for index, side in abba(rounds):
             ids, pets = pets[:per_round], pets[per_round:]
+            vacuum_analyze()
             log(f"e2e: round {index + 1}, {side}, {RATE:g} adoptions/s for {seconds:g} s")
             if side == "ref":  # the relay and the worker are not running
                 posts[side].append(_post(url_post, token, ids, seconds))

@@ -17,7 +17,8 @@ the handler figure's drain rate predicts, up until one fails (or down until one 
 best is then run again for 60 s. If that falls behind (the machine's speed drifts from one
 minute to the next), the rung below the completion rate it reached is confirmed instead, up
 to three times. The figure is the rate the last confirmation held; its CPU per adoption is
-read from /proc for every process (bench/stack.py CpuMeter).
+read from /proc for every process (bench/stack.py CpuMeter). Before each probe VACUUM ANALYZE
+does what autovacuum would (it is off on this machine's server).
 Reference: the Celery no-op drain rate of the same run (bench/handlers.py) divided by the
 seven tasks of an adoption: the rate if every step cost only Celery's own overhead.
 """
@@ -50,6 +51,7 @@ from .stack import (
     outbox_skip_pending,
     outcome,
     pets_register,
+    vacuum_analyze,
     wait_until_completed,
     worker_description,
 )
@@ -273,6 +275,7 @@ class System:
 
         probe = Probe(rate, seconds)
         pets = pets_register(int(rate * seconds) + 5)  # no relay runs: their own rows are skipped
+        vacuum_analyze()
         meter = CpuMeter(trees={"web": self.server.process.pid, "celery worker": self.worker.pid})
         with RelayProcess() as relay:
             meter.trees["relay"] = relay.pid
