@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from celery import shared_task
+from django import db
 from django.conf import settings
 
 from .store import RecordedEvent
@@ -74,6 +75,10 @@ def event_handler(
 
 
 def _celery_task(handler: Handler):
+    # The handler's own failures are recorded and retried by events.delivery, in the database.
+    # When the database itself cannot be reached (PostgreSQL restarting, a cut connection),
+    # nothing can be recorded: the message is published again after a short, jittered, capped
+    # backoff, for as long as it takes, so that no step is acknowledged and lost.
     @shared_task(
         name=handler.name,
         acks_late=True,
@@ -81,6 +86,11 @@ def _celery_task(handler: Handler):
         time_limit=handler.time_limit,
         soft_time_limit=max(1, handler.time_limit - 5),
         ignore_result=True,
+        autoretry_for=(db.InterfaceError, db.OperationalError),
+        retry_backoff=True,
+        retry_backoff_max=30,
+        retry_jitter=True,
+        max_retries=None,
     )
     def run_handler(event_id: str) -> str:
         from .delivery import deliver

@@ -7,6 +7,7 @@ if a wake-up is lost. Several relays may run at once: leases keep them off each 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -14,6 +15,7 @@ import threading
 import time
 from datetime import timedelta
 
+import psycopg
 from django.conf import settings
 from django.db import close_old_connections, connection
 
@@ -32,25 +34,42 @@ def retry_delay(attempts: int) -> timedelta:
 
 
 class Wakeup:
-    """Wait for a commit notification, or at most `timeout` seconds."""
+    """Wait for a commit notification, or at most `timeout` seconds.
+
+    The listening connection is the process's own. If it breaks (PostgreSQL restarted), the
+    wait falls back to sleeping for the timeout, and the next wait listens again: the loop
+    around it keeps going, and its sweep covers any notification missed meanwhile.
+    """
 
     def __init__(self) -> None:
-        self._listener = None
-        if connection.vendor == "postgresql":
-            self._listener = connection.get_new_connection(connection.get_connection_params())
-            self._listener.autocommit = True
-            self._listener.execute(f"LISTEN {outbox.WAKE_CHANNEL}")
+        self._listening = connection.vendor == "postgresql"
+        self._listener = self._listen() if self._listening else None
 
     def wait(self, timeout: float) -> None:
-        if self._listener is None:
+        if not self._listening:
             time.sleep(min(timeout, 0.1))
             return
-        for _ in self._listener.notifies(timeout=timeout, stop_after=1):
-            pass
+        try:
+            if self._listener is None:
+                self._listener = self._listen()
+            for _ in self._listener.notifies(timeout=timeout, stop_after=1):
+                pass
+        except psycopg.Error as error:
+            logger.warning("lost the LISTEN connection (%s); listening again in %.0f s", error, timeout)
+            self.close()
+            time.sleep(timeout)
+
+    def _listen(self):
+        listener = connection.get_new_connection(connection.get_connection_params())
+        listener.autocommit = True
+        listener.execute(f"LISTEN {outbox.WAKE_CHANNEL}")
+        return listener
 
     def close(self) -> None:
         if self._listener is not None:
-            self._listener.close()
+            with contextlib.suppress(psycopg.Error):
+                self._listener.close()
+            self._listener = None
 
 
 class Relay:

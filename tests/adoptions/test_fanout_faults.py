@@ -570,3 +570,39 @@ def test_poison_events_go_dead_while_other_adoptions_complete(drill, shelter, cu
     assert [completions(a.id) for a in (*fine, bounced)] == [1, 1, 0]
     assert not StoredEvent.objects.filter(event_type="AdoptionCompleted", stream_id=poison).exists()
     assert drill.workers["worker"].poll() is None  # the worker survived every poison message
+
+
+# --------------------------------------------------------------------------- 6. database restart
+
+
+def cut_every_other_database_connection() -> int:
+    """Do to every other client what a PostgreSQL restart does: end its backend. Returns how
+    many (the worker's pool processes, the relay's connection and its LISTEN connection)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0]
+
+
+def test_connections_cut_by_a_database_restart_lose_no_step(drill, shelter, customer_client):
+    drill.start_worker("worker", concurrency=2)
+    before = adopt_through_api(customer_client, register_pet(shelter=shelter, name="Before"))
+    drill.wait(adoption_in(customer_client, before, "completed"), what="the first adoption to complete")
+
+    cut = cut_every_other_database_connection()
+    pets = [register_pet(shelter=shelter, name=f"After {n}") for n in range(3)]
+    after = [adopt_through_api(customer_client, pet) for pet in pets]
+
+    for adoption_id in after:
+        completed = adoption_in(customer_client, adoption_id, "completed")
+        body = drill.wait(completed, what="the adoptions after the cut to complete")
+        assert {status for status, _ in steps_of(body).values()} == {"succeeded"}
+    assert cut >= 3, cut
+    # The first task on each dead connection could record nothing: it went back to the broker.
+    assert re.search(r"retry: Retry in [\d.]+s: (OperationalError|InterfaceError)", drill.log("worker"))
+    assert ledger(drill.mailbox, drill.media) == Ledger()  # every step of all four, once
+    assert [completions(a) for a in (before, *after)] == [1, 1, 1, 1]
