@@ -233,6 +233,10 @@ CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_EXTENDED = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# A worker that loses the broker cannot acknowledge the tasks it is running, and RabbitMQ
+# redelivers them: stop them rather than let them finish beside their redelivered copies
+# (Celery 6's default). The delivery's lock and inbox make the rerun do the step once.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # One durable queue per kind of side effect, so a slow certificate never delays an email.
 # `celery -A petstore worker` consumes them all; `-Q certificates` runs one service alone.

@@ -28,6 +28,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -61,6 +62,7 @@ from tests.support.processes import (
     wait_for_ready,
 )
 from tests.support.rabbit import bind_queue, delete_queue, fetch_all, purge_queues
+from tests.support.tcp_proxy import TcpProxy
 from tests.support.threads import relay_running, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services]
@@ -606,3 +608,39 @@ def test_connections_cut_by_a_database_restart_lose_no_step(drill, shelter, cust
     assert re.search(r"retry: Retry in [\d.]+s: (OperationalError|InterfaceError)", drill.log("worker"))
     assert ledger(drill.mailbox, drill.media) == Ledger()  # every step of all four, once
     assert [completions(a) for a in (before, *after)] == [1, 1, 1, 1]
+
+
+# --------------------------------------------------------------------------- 7. broker lost
+
+
+def test_a_broker_connection_lost_mid_certificate_reruns_it_once(drill, shelter, customer):
+    upstream = urlsplit(drill.broker)
+    proxy = TcpProxy((upstream.hostname or "127.0.0.1", upstream.port or 5672)).start()
+    try:
+        others = [q for q in settings.PETSTORE_HANDLER_QUEUES if q != "certificates"]
+        drill.start_worker("steps", queues=others)
+        drill.start_worker(
+            "certificates",
+            queues=["certificates"],
+            concurrency=1,
+            CERTIFICATE_EXTRA_SECONDS="5",
+            CELERY_BROKER_URL=proxy.url_for(drill.broker),
+        )
+        adoption = adopt_pet(pet=register_pet(shelter=shelter), customer=customer).adoption
+        event_id = adoption.adopted_event_id
+        started = Delivery.objects.filter(event_id=event_id, handler=CERTIFICATE, status="running")
+        drill.wait(started.exists, what="the certificate to start")
+
+        proxy.stop()  # the worker loses RabbitMQ: its unacknowledged message goes back to the queue
+        proxy.start()  # on the same port: the worker reconnects by itself
+        completed = Adoption.objects.filter(id=adoption.id, status="completed")
+        drill.wait(completed.exists, what="the adoption to complete", timeout=60)
+    finally:
+        proxy.stop()
+
+    certificate = deliveries_of(event_id)[CERTIFICATE]
+    assert (certificate.status, certificate.attempts) == ("succeeded", 2)  # stopped, then run again
+    assert "cannot be acknowledged after a connection loss" in drill.log("certificates")
+    assert Certificate.objects.filter(adoption=adoption).count() == 1
+    assert ledger(drill.mailbox, drill.media) == Ledger()
+    assert completions(adoption.id) == 1
