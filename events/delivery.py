@@ -10,6 +10,8 @@
 4. A failure is recorded; the retry is an outbox row due after an exponential, jittered
    delay (kept in the database, never as a broker ETA); after the last attempt it is `dead`.
    A PermanentFailure (and a message that fails validation) is `dead` at once.
+5. Attempts are counted when claimed, so one that kills its worker counts too: a message
+   that keeps doing so is `dead` (WorkerLost) once it has used its attempts, not run for ever.
 """
 
 from __future__ import annotations
@@ -83,6 +85,8 @@ def deliver(handler_name: str, event_id: UUID) -> str:
         delivery = claim.delivery
         if delivery is None:
             return "skipped"
+        if delivery.attempts > handler.attempts_allowed:  # the last attempts died with their worker
+            return _fail(handler, delivery, WorkerLost(handler.attempts_allowed), permanent=True)
         try:
             event = incoming.received_event(handler, claim.row)  # checked before any handler code runs
         except incoming.InvalidMessage as error:  # it can never be handled: dead at once
@@ -98,6 +102,17 @@ def deliver(handler_name: str, event_id: UUID) -> str:
             )
             return _fail(handler, delivery, error, permanent=isinstance(error, PermanentFailure))
     return Status.SUCCEEDED
+
+
+class WorkerLost(Exception):
+    """Attempts ended without an outcome: the worker died running them (killed, out of memory,
+    a crash in native code), and RabbitMQ handed the message out again. Without a limit a
+    message that kills every worker would do so for ever."""
+
+    def __init__(self, allowed: int) -> None:
+        super().__init__(
+            f"gave up after {allowed} attempts; the last ended without an outcome (the worker died)"
+        )
 
 
 @dataclass

@@ -28,6 +28,8 @@ def flaky_handler(settings):
 
     def run(event):
         calls.append(event.event_id)
+        if behaviour["fail"] == "kills the worker":
+            raise WorkerDied
         if behaviour["fail"] == "for good":
             raise PermanentFailure("the address does not exist")
         if behaviour["fail"]:
@@ -42,6 +44,11 @@ def flaky_handler(settings):
     yield HANDLERS["test.flaky"], calls, settled, behaviour
     del HANDLERS["test.flaky"]
     current_app.tasks.pop("test.flaky", None)  # the next test registers its own task
+
+
+class WorkerDied(BaseException):
+    """Stands in for the worker process dying mid-handler (os._exit, an OOM kill): nothing of
+    the attempt is recorded, and the message comes back (reject_on_worker_lost)."""
 
 
 def renamed_event() -> StoredEvent:
@@ -84,6 +91,24 @@ def test_failure_is_retried_through_the_outbox_then_dead(flaky_handler):
     assert all(r.available_at > r.created_at for r in retries)  # delays live in the database
     assert settled == ["dead"]
     assert deliver(handler.name, event.event_id) == "skipped"  # dead stays dead until redriven
+
+
+def test_a_delivery_that_keeps_killing_its_worker_goes_dead_instead_of_looping(flaky_handler):
+    handler, calls, settled, behaviour = flaky_handler
+    behaviour["fail"] = "kills the worker"
+    event = renamed_event()
+    for _ in range(3):  # HANDLER_MAX_ATTEMPTS, each redelivered after its worker died
+        with pytest.raises(WorkerDied):
+            deliver(handler.name, event.event_id)
+
+    assert deliver(handler.name, event.event_id) == "dead"
+
+    assert len(calls) == 3  # not run a fourth time
+    delivery = Delivery.objects.get(handler=handler.name, event_id=event.event_id)
+    assert (delivery.status, delivery.attempts) == ("dead", 4)
+    assert "WorkerLost: gave up after 3 attempts" in delivery.last_error
+    assert settled == ["dead"]
+    assert deliver(handler.name, event.event_id) == "skipped"
 
 
 def test_redrive_gives_a_dead_delivery_fresh_attempts(flaky_handler):
