@@ -13,11 +13,29 @@ operators can change them: THROTTLE_ANON_RATE and THROTTLE_USER_RATE, e.g. "120/
 
 from __future__ import annotations
 
+import logging
+import time
+
 from django.core.exceptions import ImproperlyConfigured
+from redis.exceptions import RedisError
 from rest_framework import throttling
 from rest_framework.settings import api_settings
 
+logger = logging.getLogger(__name__)
+
 OFF = ("", "off", "none")
+
+#: What the cache raises when Redis cannot be reached (refused, timed out, restarting).
+CACHE_UNAVAILABLE = (RedisError, OSError)
+_last_warned = 0.0
+
+
+def cache_unavailable(error: Exception, consequence: str) -> None:
+    """Log that the cache is down, at most once a minute (an outage would flood the log)."""
+    global _last_warned
+    if time.monotonic() - _last_warned >= 60:
+        _last_warned = time.monotonic()
+        logger.warning("cache unavailable (%r): %s until it is back", error, consequence)
 
 
 class WindowCounterMixin:
@@ -38,7 +56,11 @@ class WindowCounterMixin:
             return True
         window = int(self.timer() // self.duration)
         self.window_ends_at = (window + 1) * self.duration
-        return self._count(f"{self.key}:{window}") <= self.num_requests
+        try:
+            return self._count(f"{self.key}:{window}") <= self.num_requests
+        except CACHE_UNAVAILABLE as error:  # limits pause; the API must not go down with Redis
+            cache_unavailable(error, f"the {self.scope} rate limit is not counted")
+            return True
 
     def _count(self, key: str) -> int:
         try:

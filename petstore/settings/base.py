@@ -121,6 +121,9 @@ if env.str("REDIS_URL", default=""):
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": env.str("REDIS_URL"),
+            # Bounded, so a Redis that stops answering slows no request by more than this:
+            # the rate limits and login counts it keeps then pause (petstore/throttling.py).
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
         }
     }
 else:
