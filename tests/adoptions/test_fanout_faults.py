@@ -12,6 +12,7 @@ welcome package, the counters moved once). It reports what is **lost** (committe
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import os
@@ -89,6 +90,7 @@ class Mailbox:
         self.refused: list[tuple[str, str]] = []  # (recipient, reply), one per refusal
         self.refuse_rcpt: dict[str, str] = {}  # recipient → reply to RCPT TO (e.g. "550 …")
         self.refuse_data: dict[str, str] = {}  # recipient → reply to DATA (e.g. "421 …")
+        self.delay = 0.0  # seconds each accepted message takes, as a slow server would
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:
         if reply := self.refuse_rcpt.get(address):
@@ -102,6 +104,7 @@ class Mailbox:
             if reply := self.refuse_data.get(recipient):
                 self.refused.append((recipient, reply))
                 return reply
+        await asyncio.sleep(self.delay)
         self.received.append(message_from_bytes(envelope.content, policy=policy.default))
         return "250 OK"
 
@@ -644,3 +647,34 @@ def test_a_broker_connection_lost_mid_certificate_reruns_it_once(drill, shelter,
     assert Certificate.objects.filter(adoption=adoption).count() == 1
     assert ledger(drill.mailbox, drill.media) == Ledger()
     assert completions(adoption.id) == 1
+
+
+# --------------------------------------------------------------------------- 8. tasks in hand
+
+
+def test_a_worker_killed_with_tasks_in_hand_loses_none_of_them(drill, shelter):
+    """SIGKILL a whole worker halfway through forty queued emails; another one takes over."""
+    drill.mailbox.delay = 0.1  # each email takes a moment, so the kill lands mid-queue
+    adoptions = [
+        adopt_pet(pet=register_pet(shelter=shelter, name=f"Pet {n}"), customer=CustomerFactory()).adoption
+        for n in range(20)
+    ]
+    expected = {(a.adopted_event_id, step) for a in adoptions for step in EMAIL_STEPS}
+    email_queues = ["emails", "shelter-notices"]
+
+    first = drill.start_worker("first", queues=email_queues, concurrency=2)
+    drill.wait(lambda: len(drill.mailbox.received) >= 10, what="the first emails")
+    os.killpg(first.pid, signal.SIGKILL)  # with a task in each pool process, unacknowledged
+    first.wait(timeout=10)
+    assert len(drill.mailbox.received) < len(expected)
+    drill.start_worker("second", queues=email_queues, concurrency=2)
+
+    done = Delivery.objects.filter(handler__in=EMAIL_STEPS, status="succeeded")
+    drill.wait(lambda: done.count() == len(expected), what="every email step to succeed", timeout=60)
+
+    received = Counter(message_key(m) for m in drill.mailbox.received)
+    assert set(received) == expected  # none lost, none unexpected
+    assert set(SentEmail.objects.values_list("event_id", "handler")) == expected
+    # A kill after the server took a message but before our commit sends it again, with the
+    # same Message-ID, so the receiving system can drop the copy: at most one per task in hand.
+    assert sum(count - 1 for count in received.values()) <= 2
