@@ -223,7 +223,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
-CELERY_BROKER_HEARTBEAT = 30
+# AMQP heartbeats: a broker that stops answering (paused, a cut network) is noticed within
+# about two of these, and the worker reconnects.
+CELERY_BROKER_HEARTBEAT = env.int("CELERY_BROKER_HEARTBEAT", default=30)
 CELERY_BROKER_CONNECTION_TIMEOUT = 5
 # Celery's Django fixup closes the database connection before and after every task unless
 # this is set: a new PostgreSQL connection per task cost ~20 ms of server CPU (bench/handlers).

@@ -20,6 +20,7 @@ import re
 import signal
 import socket
 import subprocess
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -616,7 +617,21 @@ def test_connections_cut_by_a_database_restart_lose_no_step(drill, shelter, cust
 # --------------------------------------------------------------------------- 7. broker lost
 
 
-def test_a_broker_connection_lost_mid_certificate_reruns_it_once(drill, shelter, customer):
+def cut_off(proxy: TcpProxy) -> None:
+    """Reset the connections, as a broker that died would; listen again at once."""
+    proxy.stop()
+    proxy.start()  # on the same port: the worker reconnects by itself
+
+
+def paused(proxy: TcpProxy) -> None:
+    """Forward nothing for a few heartbeats, as a paused broker or a cut network would."""
+    proxy.freeze()
+    time.sleep(8)  # four heartbeats of 2 s: both sides give the connection up
+    proxy.thaw()
+
+
+@pytest.mark.parametrize("fault", [cut_off, paused], ids=["cut-off", "paused"])
+def test_a_broker_connection_lost_mid_certificate_reruns_it_once(drill, fault, shelter, customer):
     upstream = urlsplit(drill.broker)
     proxy = TcpProxy((upstream.hostname or "127.0.0.1", upstream.port or 5672)).start()
     try:
@@ -628,14 +643,14 @@ def test_a_broker_connection_lost_mid_certificate_reruns_it_once(drill, shelter,
             concurrency=1,
             CERTIFICATE_EXTRA_SECONDS="5",
             CELERY_BROKER_URL=proxy.url_for(drill.broker),
+            CELERY_BROKER_HEARTBEAT="2",
         )
         adoption = adopt_pet(pet=register_pet(shelter=shelter), customer=customer).adoption
         event_id = adoption.adopted_event_id
         started = Delivery.objects.filter(event_id=event_id, handler=CERTIFICATE, status="running")
         drill.wait(started.exists, what="the certificate to start")
 
-        proxy.stop()  # the worker loses RabbitMQ: its unacknowledged message goes back to the queue
-        proxy.start()  # on the same port: the worker reconnects by itself
+        fault(proxy)  # the worker loses RabbitMQ: its unacknowledged message goes back to the queue
         completed = Adoption.objects.filter(id=adoption.id, status="completed")
         drill.wait(completed.exists, what="the adoption to complete", timeout=60)
     finally:
