@@ -120,3 +120,21 @@ def test_counters_live_in_redis_when_redis_url_is_set(settings):
     expected = "RedisCache" if os.environ.get("REDIS_URL") else "LocMemCache"
 
     assert settings.CACHES["default"]["BACKEND"].endswith(expected)
+
+
+def test_a_forged_x_forwarded_for_does_not_escape_the_anonymous_limit(rates, settings):
+    """Behind one proxy (production's NUM_PROXIES=1) a client is the address the proxy appended;
+    what the client wrote into X-Forwarded-For itself does not make it someone new."""
+    rates(anon="2/minute")
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    client = APIClient(REMOTE_ADDR="10.0.0.1")  # the proxy
+
+    def through_the_proxy(forged: str, client_address: str):
+        return client.get(AVAILABLE_PETS, HTTP_X_FORWARDED_FOR=f"{forged}, {client_address}")
+
+    statuses = [through_the_proxy(f"198.51.100.{n}", "203.0.113.7").status_code for n in range(2)]
+    third = through_the_proxy("198.51.100.99", "203.0.113.7")
+
+    assert statuses == [200, 200]
+    assert_throttled(third)
+    assert through_the_proxy("198.51.100.99", "203.0.113.8").status_code == 200  # another client
