@@ -81,3 +81,17 @@ def test_the_relay_chores_purge_with_the_setting_and_keep_everything_at_zero(set
     Relay(publisher=NoBroker()).run_chores()
 
     assert kept and not remaining() & set(old)
+
+
+def test_autovacuum_visits_the_outbox_and_the_inbox_sooner(require_postgres):
+    """Rows there are updated once or more each: 1 % dead, not PostgreSQL's 20 %, starts a vacuum."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname, reloptions FROM pg_class WHERE relname IN ('event_outbox', 'event_delivery')"
+        )
+        options = dict(cursor.fetchall())
+
+    expected = ["autovacuum_vacuum_scale_factor=0.01", "autovacuum_analyze_scale_factor=0.02"]
+    assert options == {"event_outbox": expected, "event_delivery": expected}
