@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import random
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -93,6 +94,8 @@ def deliver(handler_name: str, event_id: UUID) -> str:
             return _fail(handler, delivery, error, permanent=True)
         try:
             with transaction.atomic():
+                if os.environ.get("PETSTORE_HANDLER_CRASH") == handler.name:
+                    os._exit(17)  # fault drill: the step kills its worker (out of memory, a native crash)
                 handler.run(event)
                 _finish(delivery, Status.SUCCEEDED)
                 _settled(handler, delivery)

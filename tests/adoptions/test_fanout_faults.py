@@ -578,6 +578,24 @@ def test_poison_events_go_dead_while_other_adoptions_complete(drill, shelter, cu
     assert drill.workers["worker"].poll() is None  # the worker survived every poison message
 
 
+def test_a_step_that_kills_its_worker_goes_dead_and_the_worker_lives_on(drill, shelter, customer):
+    """Every run of the analytics step ends the pool process running it (os._exit)."""
+    drill.start_worker("worker", concurrency=2, PETSTORE_HANDLER_CRASH=ANALYTICS)  # 3 attempts
+
+    adoption = adopt_pet(pet=register_pet(shelter=shelter), customer=customer).adoption
+    needs_attention = Adoption.objects.filter(id=adoption.id, status="needs_attention")
+    drill.wait(needs_attention.exists, what="the adoption to need attention", timeout=60)
+
+    deliveries = deliveries_of(adoption.adopted_event_id)
+    analytics = deliveries.pop(ANALYTICS)
+    # Three runs each killed a process and came back from RabbitMQ; the fourth claim gave up.
+    assert (analytics.status, analytics.attempts) == ("dead", 4)
+    assert "WorkerLost: gave up after 3 attempts" in analytics.last_error
+    assert {d.status for d in deliveries.values()} == {"succeeded"}
+    assert drill.log("worker").count("exited with 'exitcode 17'") == 3
+    assert drill.workers["worker"].poll() is None  # the worker lives on with fresh pool processes
+
+
 # --------------------------------------------------------------------------- 6. database restart
 
 

@@ -28,7 +28,7 @@ def database_url() -> str:
 
 def child_env(**overrides: str) -> dict[str, str]:
     """Environment for a child process: test settings, this test's database and broker."""
-    inherited = ("PETSTORE_RELAY_", "DATABASE_")  # no fault hooks, no other database
+    inherited = ("PETSTORE_RELAY_", "PETSTORE_HANDLER_", "DATABASE_")  # no fault hooks, no other database
     env = {k: v for k, v in os.environ.items() if not k.startswith(inherited)}
     env.update(
         DJANGO_SETTINGS_MODULE="petstore.settings.test",
