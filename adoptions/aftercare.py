@@ -9,12 +9,11 @@ from __future__ import annotations
 import datetime as dt
 from uuid import UUID
 
-from django.db import DEFAULT_DB_ALIAS
 from django.db.models import Count, F
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from events.sql import insert
+from events.sql import insert, saved
 
 from .models import Adoption, AdoptionStats, PetRecord, ShelterInventory, VetAppointment, WelcomePackage
 
@@ -102,8 +101,7 @@ def _book(adoption: Adoption, slot: dt.datetime) -> VetAppointment | None:
     if not inserted:
         return None
     [(appointment.id,)] = inserted
-    appointment._state.adding, appointment._state.db = False, DEFAULT_DB_ALIAS
-    return appointment
+    return saved(appointment)
 
 
 def welcome_package_send(*, adoption: Adoption) -> WelcomePackage:

@@ -38,6 +38,10 @@ logger = logging.getLogger(__name__)
 
 Status = Delivery.Status
 
+# Fault drill (tests/adoptions/test_fanout_faults.py): the handler whose runs end their worker.
+# Read once: a worker's environment is fixed, and deliver() runs for every task.
+_CRASH_IN = os.environ.get("PETSTORE_HANDLER_CRASH")
+
 
 def retry_delay(attempts: int) -> timedelta:
     """Exponential backoff with full jitter, capped by HANDLER_RETRY_MAX_SECONDS."""
@@ -94,7 +98,7 @@ def deliver(handler_name: str, event_id: UUID) -> str:
             return _fail(handler, delivery, error, permanent=True)
         try:
             with transaction.atomic():
-                if os.environ.get("PETSTORE_HANDLER_CRASH") == handler.name:
+                if handler.name == _CRASH_IN:
                     os._exit(17)  # fault drill: the step kills its worker (out of memory, a native crash)
                 handler.run(event)
                 _finish(delivery, Status.SUCCEEDED)

@@ -43,6 +43,12 @@ def insert(
         return cursor.fetchall() if returning else []
 
 
+def saved(instance: M) -> M:
+    """Mark an instance that `insert` wrote as saved, as Model.save leaves it."""
+    instance._state.adding, instance._state.db = False, DEFAULT_DB_ALIAS
+    return instance
+
+
 def select(
     model: type[Model],
     names: list[str],

@@ -29,7 +29,7 @@ from . import outbox
 from .aggregate import Aggregate
 from .catalogue import DomainEvent, event_from_stored, event_from_stored_json
 from .models import Snapshot, StoredEvent
-from .sql import insert, prepared, select
+from .sql import insert, prepared, saved, select
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -127,7 +127,7 @@ def _insert(rows: list[StoredEvent]) -> bool:
             return False
     for row, (position, transaction_id) in zip(rows, returned, strict=True):
         row.position, row.transaction_id = position, transaction_id
-        row._state.adding, row._state.db = False, connection.alias
+        saved(row)
     return True
 
 

@@ -12,7 +12,7 @@ import hashlib
 from django.conf import settings
 from django.core.cache import cache
 
-from .throttling import CACHE_UNAVAILABLE, cache_unavailable
+from .throttling import unless_cache_unavailable
 
 
 def _key(username: str, address: str) -> str:
@@ -21,32 +21,27 @@ def _key(username: str, address: str) -> str:
     return f"admin-login-failures:{digest[:40]}"
 
 
+NOT_COUNTED = "failed staff logins are not counted"  # while Redis is down: staff can still log in
+
+
+@unless_cache_unavailable(False, NOT_COUNTED)
 def login_locked(*, username: str, address: str) -> bool:
     """Return whether this username may not try again from this address yet."""
-    try:
-        return cache.get(_key(username, address), 0) >= settings.ADMIN_LOGIN_MAX_FAILURES
-    except CACHE_UNAVAILABLE as error:  # staff can still log in while Redis is down
-        cache_unavailable(error, "failed staff logins are not counted")
-        return False
+    return cache.get(_key(username, address), 0) >= settings.ADMIN_LOGIN_MAX_FAILURES
 
 
+@unless_cache_unavailable(0, NOT_COUNTED)
 def login_failed(*, username: str, address: str) -> int:
     """Count one failed attempt; return the failures in the current window (0: not counted)."""
     key, window = _key(username, address), settings.ADMIN_LOGIN_LOCKOUT_SECONDS
+    cache.add(key, 0, timeout=window)  # the window starts with the first failure
     try:
-        cache.add(key, 0, timeout=window)  # the window starts with the first failure
-        try:
-            return cache.incr(key)  # atomic in Redis; keeps the key's expiry
-        except ValueError:  # the window ran out between add and incr
-            cache.set(key, 1, timeout=window)
-            return 1
-    except CACHE_UNAVAILABLE as error:
-        cache_unavailable(error, "failed staff logins are not counted")
-        return 0
+        return cache.incr(key)  # atomic in Redis; keeps the key's expiry
+    except ValueError:  # the window ran out between add and incr
+        cache.set(key, 1, timeout=window)
+        return 1
 
 
+@unless_cache_unavailable(None, NOT_COUNTED)
 def login_succeeded(*, username: str, address: str) -> None:
-    try:
-        cache.delete(_key(username, address))
-    except CACHE_UNAVAILABLE as error:
-        cache_unavailable(error, "failed staff logins are not counted")
+    cache.delete(_key(username, address))

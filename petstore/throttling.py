@@ -13,6 +13,7 @@ operators can change them: THROTTLE_ANON_RATE and THROTTLE_USER_RATE, e.g. "120/
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 
@@ -30,12 +31,26 @@ CACHE_UNAVAILABLE = (RedisError, OSError)
 _last_warned = 0.0
 
 
-def cache_unavailable(error: Exception, consequence: str) -> None:
-    """Log that the cache is down, at most once a minute (an outage would flood the log)."""
-    global _last_warned
-    if time.monotonic() - _last_warned >= 60:
-        _last_warned = time.monotonic()
-        logger.warning("cache unavailable (%r): %s until it is back", error, consequence)
+def unless_cache_unavailable(fallback, consequence: str):
+    """Decorate a function that counts in the cache: while Redis cannot be reached it returns
+    `fallback` (the count pauses, the request goes on) and says so in the log, at most once
+    a minute (an outage would flood it)."""
+
+    def decorate(function):
+        @functools.wraps(function)
+        def counted(*args, **kwargs):
+            global _last_warned
+            try:
+                return function(*args, **kwargs)
+            except CACHE_UNAVAILABLE as error:
+                if time.monotonic() - _last_warned >= 60:
+                    _last_warned = time.monotonic()
+                    logger.warning("cache unavailable (%r): %s until it is back", error, consequence)
+                return fallback
+
+        return counted
+
+    return decorate
 
 
 class WindowCounterMixin:
@@ -56,12 +71,10 @@ class WindowCounterMixin:
             return True
         window = int(self.timer() // self.duration)
         self.window_ends_at = (window + 1) * self.duration
-        try:
-            return self._count(f"{self.key}:{window}") <= self.num_requests
-        except CACHE_UNAVAILABLE as error:  # limits pause; the API must not go down with Redis
-            cache_unavailable(error, f"the {self.scope} rate limit is not counted")
-            return True
+        return self._count(f"{self.key}:{window}") <= self.num_requests
 
+    # Limits pause while Redis is down: the API must not go down with it.
+    @unless_cache_unavailable(0, "API rate limits are not counted")
     def _count(self, key: str) -> int:
         try:
             return self.cache.incr(key)

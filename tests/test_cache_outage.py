@@ -1,11 +1,10 @@
 """Redis down: the rate limits and the staff-login counts it keeps pause; nothing else stops."""
 
-import socket
-
 import pytest
 from django.urls import reverse
 
 from adoptions.models import Adoption
+from tests.support.tcp_proxy import free_port
 
 pytestmark = pytest.mark.django_db
 
@@ -13,9 +12,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def redis_down(settings):
     """The cache is a Redis server nobody listens for (connections refused at once)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     settings.CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",

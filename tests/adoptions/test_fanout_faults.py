@@ -18,7 +18,6 @@ import io
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -64,7 +63,7 @@ from tests.support.processes import (
     wait_for_ready,
 )
 from tests.support.rabbit import bind_queue, delete_queue, fetch_all, purge_queues
-from tests.support.tcp_proxy import TcpProxy
+from tests.support.tcp_proxy import TcpProxy, free_port
 from tests.support.threads import relay_running, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services]
@@ -114,12 +113,6 @@ class Mailbox:
 
     def refusals_for(self, recipient: str) -> int:
         return sum(1 for address, _ in self.refused if address == recipient)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager

@@ -1,6 +1,5 @@
 """Running handlers: once in effect, retries in the outbox, dead letters and redrive."""
 
-import time
 import uuid
 from datetime import timedelta
 
@@ -15,6 +14,7 @@ from events.delivery import deliver, recover_stalled
 from events.handlers import HANDLERS, PermanentFailure, event_handler
 from events.models import Delivery, OutboxMessage, StoredEvent
 from events.store import append
+from tests.support.threads import wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -190,26 +190,18 @@ def test_a_recent_running_delivery_is_left_alone(flaky_handler):
     assert recover_stalled() == 0
 
 
-def advisory_locks_held_here() -> int:
+def advisory_locks_held(pid: int | None = None) -> int:
+    """Advisory locks a backend holds (this test's own by default). pg_locks is read live;
+    pg_stat_activity would be a snapshot held for the test's transaction."""
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            " AND pid = coalesce(%s, pg_backend_pid())",
+            [pid],
+        )
         return cursor.fetchone()[0]
-
-
-def wait_until_locks_released(pid: int, timeout: float = 10.0) -> None:
-    from django.db import connection
-
-    deadline = time.monotonic() + timeout
-    with connection.cursor() as cursor:
-        while time.monotonic() < deadline:
-            # pg_locks is read live; pg_stat_activity would be a snapshot held for the transaction.
-            cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s", [pid])
-            if cursor.fetchone()[0] == 0:
-                return
-            time.sleep(0.02)
-    raise AssertionError(f"backend {pid} still holds advisory locks {timeout} s after its connection closed")
 
 
 def test_a_delivery_running_elsewhere_is_put_off_and_the_lock_never_outlives_a_run(
@@ -232,10 +224,10 @@ def test_a_delivery_running_elsewhere_is_put_off_and_the_lock_never_outlives_a_r
         other_pid = other_worker.info.backend_pid
 
     # The server drops a closed session's locks when its backend exits, a moment after the close.
-    wait_until_locks_released(other_pid)
+    wait_until(lambda: advisory_locks_held(other_pid) == 0, timeout=10, what="the closed session's lock")
     assert deliver(handler.name, event.event_id) == "succeeded"  # the other worker went away
     assert deliver(handler.name, uuid.uuid4()) == "unknown_event"
-    assert calls == [event.event_id] and advisory_locks_held_here() == 0
+    assert calls == [event.event_id] and advisory_locks_held() == 0
 
 
 def test_a_permanent_failure_is_dead_at_once_without_retries(flaky_handler):

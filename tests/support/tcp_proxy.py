@@ -9,6 +9,13 @@ import threading
 from urllib.parse import urlsplit, urlunsplit
 
 
+def free_port() -> int:
+    """A local port nobody listens on (bound for a moment, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 class TcpProxy:
     """Forward 127.0.0.1:<port> to `upstream` until stopped; restartable on the same port.
 
