@@ -13,7 +13,9 @@ from adoptions import services
 from adoptions.models import PetRecord
 from events.context import CommandContext
 from events.models import StoredEvent
+from petstore.renderers import camel_key
 from readmodels import selectors
+from readmodels.api import AvailablePetOutput
 from readmodels.models import AdoptionHistoryEntry, PetListing
 from readmodels.projector import state_of
 from tests.conftest import client_for
@@ -44,6 +46,19 @@ def test_available_pets_are_listed_longest_waiting_first_with_days_available(api
     first = response.json()["results"][0]
     assert first["daysAvailable"] == 45 and first["shelterName"] == shelter.name
     assert int(response["X-Projection-Position"]) == state_of("available_pets").position
+
+
+def test_a_listing_has_exactly_the_documented_fields_in_their_documented_form(api_client, shelter):
+    """The answer is built from the selector's dicts, the OpenAPI document from
+    AvailablePetOutput: this holds the two together."""
+    pet = register_pet(shelter=shelter, name="Pip")
+    catch_up_all()
+
+    [listing] = api_client.get("/api/queries/available-pets").json()["results"]
+
+    row = PetListing.objects.get(generation=state_of("available_pets").generation, pet_id=pet.id)
+    documented = AvailablePetOutput({**row.__dict__, "days_available": 0}).data
+    assert listing == {camel_key(field): value for field, value in documented.items()}
 
 
 @pytest.mark.parametrize(
