@@ -1,7 +1,7 @@
 """The adoption's own steps, run by Celery when a PetAdopted event is published.
 
 Together with notifications/handlers.py these are the seven steps of an adoption; each one
-settles by recomputing the adoption's status (services.adoption_progress).
+settles by counting itself towards the adoption's completion (services.adoption_step_succeeded).
 """
 
 from __future__ import annotations
@@ -16,7 +16,11 @@ from .models import Adoption
 
 
 def adoption_settled(delivery: Delivery) -> None:
-    if delivery.event_type == "PetAdopted":
+    if delivery.event_type != "PetAdopted":
+        return
+    if delivery.status == Delivery.Status.SUCCEEDED:  # most settle so: count it
+        services.adoption_step_succeeded(adopted_event_id=delivery.event_id)
+    else:  # dead, or redriven: look at every step
         services.adoption_progress(adopted_event_id=delivery.event_id)
 
 
@@ -36,9 +40,10 @@ def update_inventory(event: RecordedEvent) -> None:
     if event.event_type == "PetRegistered":
         aftercare.inventory_apply(shelter_id=event.event.shelter_id, available=1)
     elif event.event_type == "PetAdopted":
-        aftercare.inventory_apply(
-            shelter_id=aftercare.pet_shelter_id(event.stream_id), available=-1, adopted=1
-        )
+        # Our PetAdopted names the shelter; the field is optional in the contract, so an event
+        # without it is looked up (one more query for every adoption otherwise).
+        shelter_id = event.event.shelter_id or aftercare.pet_shelter_id(event.stream_id)
+        aftercare.inventory_apply(shelter_id=shelter_id, available=-1, adopted=1)
     else:
         aftercare.inventory_apply(
             shelter_id=aftercare.pet_shelter_id(event.stream_id), available=1, adopted=-1, returned=1

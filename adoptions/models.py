@@ -100,6 +100,9 @@ class Adoption(models.Model):
     returned_at = models.DateTimeField(null=True, blank=True)
     #: The PetAdopted event whose handlers are this adoption's steps.
     adopted_event_id = models.UUIDField(null=True, blank=True, unique=True)
+    #: How many of those steps have succeeded, counted in each step's own transaction, so the
+    #: step that makes it all of them knows without reading the others (services.adoption_progress).
+    steps_succeeded = models.PositiveSmallIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["-created_at"]

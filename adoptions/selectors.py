@@ -108,7 +108,8 @@ def _step_deliveries(adoption: Adoption):
 class SettlingAdoption:
     id: UUID
     status: str
-    step_statuses: set[str]  # pending for a step not started
+    steps_succeeded: int  # as counted so far
+    step_statuses: list[str]  # one per step, pending for a step not started
 
 
 def adoption_locked_for_settling(*, adopted_event_id: UUID) -> SettlingAdoption | None:
@@ -122,7 +123,7 @@ def adoption_locked_for_settling(*, adopted_event_id: UUID) -> SettlingAdoption 
     """
     locked = sql.select(
         Adoption,
-        ["id", "status"],
+        ["id", "status", "steps_succeeded"],
         where="adopted_event_id = %(adopted_event_id)s",
         params=sql.prepared(Adoption, adopted_event_id=adopted_event_id),
         for_update=True,
@@ -137,9 +138,9 @@ def adoption_locked_for_settling(*, adopted_event_id: UUID) -> SettlingAdoption 
             params=sql.prepared(Delivery, event_id=adopted_event_id),
         )
     )
-    steps = {recorded.get(handler.name, "pending") for handler in handlers_for("PetAdopted")}
-    [(adoption_id, status)] = locked
-    return SettlingAdoption(adoption_id, status, steps)
+    steps = [recorded.get(handler.name, "pending") for handler in handlers_for("PetAdopted")]
+    [(adoption_id, status, steps_succeeded)] = locked
+    return SettlingAdoption(adoption_id, status, steps_succeeded, steps)
 
 
 def adoption_steps(adoption: Adoption) -> list[AdoptionStep]:

@@ -12,6 +12,7 @@ from django.utils import timezone
 from events import sql
 from events.catalogue import AdoptionCompleted, Species
 from events.context import CommandContext
+from events.handlers import handlers_for
 from events.store import ConcurrencyConflict, StreamNotFound, append, last_position
 
 from . import pets
@@ -147,24 +148,57 @@ def pet_rename(
     return _save(pet, context=context, expected_version=expected_version)
 
 
-def adoption_progress(*, adopted_event_id: UUID) -> str | None:
-    """Recompute the status of the adoption this PetAdopted event began; complete it exactly once.
+def adoption_step_succeeded(*, adopted_event_id: UUID) -> str | None:
+    """Count a step of the adoption this PetAdopted event began; complete it after the last.
 
-    Each step calls this inside the transaction that records its outcome. The row lock makes
-    two steps finishing at the same moment take turns, and the second then sees the first's
-    committed outcome, so the last step always sees all of them. Returns the status; None when
-    no adoption began with this event (it was not appended by pet_adopt).
+    Each step that succeeds calls this inside the transaction that records it. The count's
+    UPDATE takes the adoption's row lock, so two last steps finishing at the same moment take
+    turns, and the second adds to the count the first committed: exactly one of them sees
+    every step done, and appends AdoptionCompleted. One statement, where adoption_progress
+    reads every step: each step of every adoption runs this. Returns the status; None when no
+    adoption began with this event.
+    """
+    Status = Adoption.Status
+    with transaction.atomic(savepoint=False):
+        counted = sql.increment(
+            Adoption,
+            "steps_succeeded",
+            where="adopted_event_id = %(adopted_event_id)s",
+            params=sql.prepared(Adoption, adopted_event_id=adopted_event_id),
+            returning=["id", "status", "steps_succeeded"],
+        )
+        if not counted:
+            return None
+        [(adoption_id, status, succeeded)] = counted
+        if status == Status.NEEDS_ATTENTION:  # another step may still be dead: read them all
+            return adoption_progress(adopted_event_id=adopted_event_id)
+        if status != Status.PROCESSING or succeeded < len(handlers_for("PetAdopted")):
+            return status
+        _complete(adoption_id, adopted_event_id)
+    return Status.COMPLETED
+
+
+def adoption_progress(*, adopted_event_id: UUID) -> str | None:
+    """Recompute the status of the adoption this PetAdopted event began from all its steps.
+
+    Called when a step goes dead or is redriven (and by adoption_step_succeeded when the
+    adoption needs attention); it also sets the count of succeeded steps right. The row lock
+    makes it take turns with the steps settling at the same moment. Returns the status; None
+    when no adoption began with this event (it was not appended by pet_adopt).
     """
     Status = Adoption.Status
     with transaction.atomic(savepoint=False):
         settling = adoption_locked_for_settling(adopted_event_id=adopted_event_id)
         if settling is None:
             return None
+        succeeded = settling.step_statuses.count("succeeded")
+        if succeeded != settling.steps_succeeded:
+            sql.update(Adoption, settling.id, steps_succeeded=succeeded)
         if settling.status in (Status.COMPLETED, Status.RETURNED):
             return settling.status
         if "dead" in settling.step_statuses:
             status = Status.NEEDS_ATTENTION
-        elif settling.step_statuses == {"succeeded"}:
+        elif succeeded == len(settling.step_statuses):
             status = Status.COMPLETED
         else:
             status = Status.PROCESSING
@@ -173,18 +207,23 @@ def adoption_progress(*, adopted_event_id: UUID) -> str | None:
         if status != Status.COMPLETED:
             sql.update(Adoption, settling.id, status=status)
             return status
-        details = adoption_details_by_id(settling.id)
-        append(
-            stream_type="adoption",
-            stream_id=settling.id,
-            expected_version=0,
-            events=[
-                AdoptionCompleted(
-                    certificate_url=details.certificate_url,
-                    vet_appointment_date=details.vet_appointment_date,
-                )
-            ],
-            metadata=CommandContext.system(causation_id=str(adopted_event_id)).as_metadata(),
-        )
-        sql.update(Adoption, settling.id, status=status, completed_at=timezone.now())
+        _complete(settling.id, adopted_event_id)
     return status
+
+
+def _complete(adoption_id: UUID, adopted_event_id: UUID) -> None:
+    """Append AdoptionCompleted (version 0 of the adoption's stream: once) and mark it completed."""
+    details = adoption_details_by_id(adoption_id)
+    append(
+        stream_type="adoption",
+        stream_id=adoption_id,
+        expected_version=0,
+        events=[
+            AdoptionCompleted(
+                certificate_url=details.certificate_url,
+                vet_appointment_date=details.vet_appointment_date,
+            )
+        ],
+        metadata=CommandContext.system(causation_id=str(adopted_event_id)).as_metadata(),
+    )
+    sql.update(Adoption, adoption_id, status=Adoption.Status.COMPLETED, completed_at=timezone.now())

@@ -131,6 +131,29 @@ def update(model: type[Model], pk, **values) -> None:
         cursor.execute(f"UPDATE {quote(model._meta.db_table)} SET {assignments} WHERE {where}", params)
 
 
+def increment(
+    model: type[Model], counter: str, *, where: str, params: dict, returning: list[str]
+) -> list[list]:
+    """Add one to the field `counter` of the rows matching `where` (as in `select`); return the
+    fields `returning` of each, converted as `select` converts them.
+
+    One statement counts and locks the row. Under READ COMMITTED an UPDATE that waited for
+    the lock adds to what its previous holder committed, so no count is lost.
+    """
+    db = connections[DEFAULT_DB_ALIAS]
+    quote = db.ops.quote_name
+    column = quote(model._meta.get_field(counter).column)
+    returned = ", ".join(quote(model._meta.get_field(name).column) for name in returning)
+    sql = (
+        f"UPDATE {quote(model._meta.db_table)} SET {column} = {column} + 1 WHERE {where} RETURNING {returned}"
+    )
+    with db.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    conversions = _conversions(db, model, tuple(returning))
+    return [_converted(list(row), conversions, db) for row in rows]
+
+
 def prepared(model: type[Model], **values) -> dict:
     """Return the values as query parameters for the model's fields of the same names."""
     db = connections[DEFAULT_DB_ALIAS]

@@ -1,6 +1,9 @@
 """The seven adoption steps, run in-process through events.delivery (no broker needed)."""
 
+import dataclasses
 import datetime
+import functools
+import importlib
 import threading
 
 import pytest
@@ -12,11 +15,12 @@ from adoptions import aftercare, selectors, services
 from adoptions.models import Adoption, AdoptionStats, ShelterInventory, VetAppointment, WelcomePackage
 from events.context import CommandContext
 from events.delivery import deliver, redrive
-from events.handlers import handlers_for
+from events.handlers import HANDLERS, handlers_for
 from events.models import Delivery, OutboxMessage, StoredEvent
 from notifications.models import Certificate, SentEmail
 from tests.conftest import client_for
 from tests.factories import CustomerFactory, register_pet
+from tests.support.threads import run_concurrently
 
 pytestmark = pytest.mark.django_db
 
@@ -305,3 +309,58 @@ def test_unknown_handler_name_is_refused_by_the_redrive_command():
 
     with pytest.raises(CommandError):
         call_command("redrive_dead_letters", "--handler", "nope")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_last_two_steps_finishing_at_the_same_moment_complete_the_adoption_once(
+    require_postgres, pet, customer, monkeypatch
+):
+    adoption = adopt(pet, customer)
+    last_two = ["notifications.certificate", "adoptions.analytics"]
+    run_steps(adoption, STEPS - set(last_two))
+    # each of the last two steps waits for the other before it records its outcome
+    both_done = threading.Barrier(2)
+    for name in last_two:
+        waiting = _then_wait(HANDLERS[name].run, both_done)
+        monkeypatch.setitem(HANDLERS, name, dataclasses.replace(HANDLERS[name], run=waiting))
+
+    outcomes = run_concurrently(
+        [functools.partial(deliver, name, adoption.adopted_event_id) for name in last_two], timeout=30
+    )
+
+    assert outcomes == ["succeeded", "succeeded"]
+    adoption.refresh_from_db()
+    assert (adoption.status, adoption.steps_succeeded) == ("completed", 7)
+    assert StoredEvent.objects.filter(event_type="AdoptionCompleted", stream_id=adoption.id).count() == 1
+
+
+def _then_wait(run, barrier):
+    def run_then_wait(event):
+        run(event)
+        barrier.wait(10)
+
+    return run_then_wait
+
+
+def test_recomputing_from_every_step_sets_the_count_right(pet, customer):
+    adoption = adopt(pet, customer)
+    run_steps(adoption, {"adoptions.inventory", "adoptions.analytics"})
+    Adoption.objects.filter(pk=adoption.pk).update(steps_succeeded=5)  # as if miscounted
+
+    assert services.adoption_progress(adopted_event_id=adoption.adopted_event_id) == "processing"
+    adoption.refresh_from_db()
+    assert adoption.steps_succeeded == 2
+
+
+def test_the_migration_counts_the_steps_of_adoptions_begun_before_the_counter(pet, customer, shelter):
+    counted, untouched = adopt(pet, customer), adopt(register_pet(shelter=shelter, name="Later"), customer)
+    run_steps(counted, {"adoptions.inventory", "adoptions.welcome_package", "adoptions.analytics"})
+    Delivery.objects.filter(handler="adoptions.analytics").update(status="dead")
+    Adoption.objects.update(steps_succeeded=0)  # the column as the migration adds it
+
+    migration = importlib.import_module("adoptions.migrations.0004_adoption_steps_succeeded")
+    with connection.cursor() as cursor:
+        cursor.execute(migration.COUNT_SUCCEEDED_STEPS)
+
+    assert Adoption.objects.get(pk=counted.pk).steps_succeeded == 2
+    assert Adoption.objects.get(pk=untouched.pk).steps_succeeded == 0
