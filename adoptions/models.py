@@ -106,7 +106,13 @@ class Adoption(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["shelter", "-created_at"])]
+        indexes = [
+            models.Index(fields=["shelter", "-created_at"]),
+            # The few in progress, for chores.recount_adoption_steps.
+            models.Index(
+                fields=["created_at"], name="adoption_in_progress", condition=models.Q(status="processing")
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"adoption {self.id}"

@@ -25,4 +25,10 @@ class Migration(migrations.Migration):
             field=models.PositiveSmallIntegerField(default=0, editable=False),
         ),
         migrations.RunSQL(COUNT_SUCCEEDED_STEPS, reverse_sql=migrations.RunSQL.noop),
+        migrations.AddIndex(
+            model_name="adoption",
+            index=models.Index(
+                condition=models.Q(("status", "processing")), fields=["created_at"], name="adoption_in_progress"
+            ),
+        ),
     ]
