@@ -25,7 +25,7 @@ from operator import attrgetter
 from typing import Any
 
 from django.db import connection, models, transaction
-from django.db.models import Subquery
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from events.store import LogPosition, LogRow, RecordedEvent, events_after, read_all
@@ -296,9 +296,18 @@ def state_of(name: str, *, lock: bool = False) -> ProjectionState:
         return states.get(name=name)
 
 
-def live_generation_of(name: str) -> Subquery:
-    """The live generation as a subquery, so a read needs no extra round trip."""
-    return Subquery(ProjectionState.objects.filter(name=name).values("generation")[:1])
+def live_generation_of(name: str) -> RawSQL:
+    """The live generation as a subquery, so a read needs no extra round trip.
+
+    Written out rather than built from a queryset: every query answer embeds it, and building
+    and compiling the inner queryset cost more than running it.
+    """
+    return RawSQL(_LIVE_GENERATION, [name], output_field=models.PositiveIntegerField())
+
+
+_LIVE_GENERATION = (
+    f"SELECT generation FROM {ProjectionState._meta.db_table} WHERE name = %s"  # name is unique
+)
 
 
 def live_generation(name: str) -> int:
