@@ -101,7 +101,7 @@ class Adoption(models.Model):
     #: The PetAdopted event whose handlers are this adoption's steps.
     adopted_event_id = models.UUIDField(null=True, blank=True, unique=True)
     #: How many of those steps have succeeded, counted in each step's own transaction, so the
-    #: step that makes it all of them knows without reading the others (services.adoption_progress).
+    #: step that makes it all of them knows without reading the others (services.adoption_step_succeeded).
     steps_succeeded = models.PositiveSmallIntegerField(default=0, editable=False)
 
     class Meta:

@@ -174,7 +174,7 @@ def adoption_step_succeeded(*, adopted_event_id: UUID) -> str | None:
             return adoption_progress(adopted_event_id=adopted_event_id)
         if status != Status.PROCESSING or succeeded < len(handlers_for("PetAdopted")):
             return status
-        _complete(adoption_id, adopted_event_id)
+        sql.update(Adoption, adoption_id, **_completed(adoption_id, adopted_event_id))
     return Status.COMPLETED
 
 
@@ -192,27 +192,27 @@ def adoption_progress(*, adopted_event_id: UUID) -> str | None:
         if settling is None:
             return None
         succeeded = settling.step_statuses.count("succeeded")
-        if succeeded != settling.steps_succeeded:
-            sql.update(Adoption, settling.id, steps_succeeded=succeeded)
         if settling.status in (Status.COMPLETED, Status.RETURNED):
-            return settling.status
-        if "dead" in settling.step_statuses:
+            status = settling.status
+        elif "dead" in settling.step_statuses:
             status = Status.NEEDS_ATTENTION
         elif succeeded == len(settling.step_statuses):
             status = Status.COMPLETED
         else:
             status = Status.PROCESSING
-        if status == settling.status:  # most steps: another one is still on its way
-            return status
-        if status != Status.COMPLETED:
-            sql.update(Adoption, settling.id, status=status)
-            return status
-        _complete(settling.id, adopted_event_id)
+        changes = {"steps_succeeded": succeeded} if succeeded != settling.steps_succeeded else {}
+        if status == Status.COMPLETED and settling.status != Status.COMPLETED:
+            changes.update(_completed(settling.id, adopted_event_id))
+        elif status != settling.status:
+            changes["status"] = status
+        if changes:  # most recounts: nothing changed
+            sql.update(Adoption, settling.id, **changes)
     return status
 
 
-def _complete(adoption_id: UUID, adopted_event_id: UUID) -> None:
-    """Append AdoptionCompleted (version 0 of the adoption's stream: once) and mark it completed."""
+def _completed(adoption_id: UUID, adopted_event_id: UUID) -> dict:
+    """Append AdoptionCompleted (version 0 of the adoption's stream: once); return the
+    adoption's fields that record it."""
     details = adoption_details_by_id(adoption_id)
     append(
         stream_type="adoption",
@@ -226,4 +226,4 @@ def _complete(adoption_id: UUID, adopted_event_id: UUID) -> None:
         ],
         metadata=CommandContext.system(causation_id=str(adopted_event_id)).as_metadata(),
     )
-    sql.update(Adoption, adoption_id, status=Adoption.Status.COMPLETED, completed_at=timezone.now())
+    return {"status": Adoption.Status.COMPLETED, "completed_at": timezone.now()}

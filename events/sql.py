@@ -70,11 +70,7 @@ def select(
     sql = f"SELECT {columns} FROM {quote(model._meta.db_table)} WHERE {where}"
     sql += f" ORDER BY {order_by}" if order_by else ""
     sql += " FOR UPDATE" if for_update and db.features.has_select_for_update else ""
-    with db.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    conversions = _conversions(db, model, tuple(names))
-    return [_converted(list(row), conversions, db) for row in rows]
+    return _fetched(db, sql, params, model, names)
 
 
 def get_with_related(model: type[M], pk, related: list[str]) -> M:
@@ -147,17 +143,23 @@ def increment(
     sql = (
         f"UPDATE {quote(model._meta.db_table)} SET {column} = {column} + 1 WHERE {where} RETURNING {returned}"
     )
-    with db.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    conversions = _conversions(db, model, tuple(returning))
-    return [_converted(list(row), conversions, db) for row in rows]
+    return _fetched(db, sql, params, model, returning)
 
 
 def prepared(model: type[Model], **values) -> dict:
     """Return the values as query parameters for the model's fields of the same names."""
     db = connections[DEFAULT_DB_ALIAS]
     return {name: model._meta.get_field(name).get_db_prep_value(value, db) for name, value in values.items()}
+
+
+def _fetched(db, sql: str, params: dict, model: type[Model], names: list[str]) -> list[list]:
+    """Run `sql`; return its rows, each value (the model's fields `names`) converted as a
+    QuerySet converts it."""
+    with db.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    conversions = _conversions(db, model, tuple(names))
+    return [_converted(list(row), conversions, db) for row in rows]
 
 
 @lru_cache(maxsize=256)
