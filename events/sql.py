@@ -12,7 +12,7 @@ back is what a QuerySet would give, on PostgreSQL and SQLite alike.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Field, Model
@@ -74,44 +74,83 @@ def select(
 
 
 def get_with_related(model: type[M], pk, related: list[str]) -> M:
-    """Load one row by primary key with the rows its foreign keys `related` point to.
+    """Load one row by primary key with the rows its relations `related` point to.
 
     What select_related(*related).get(pk=pk) returns (model.DoesNotExist if there is no such
-    row), for non-null foreign keys only: they are inner joins.
+    row). A path such as "user__customer" follows one relation after another. Each hop is a
+    non-null foreign key (an inner join) or a reverse one-to-one (a left join: the relation
+    is cached as None when there is no such row, so reading it raises DoesNotExist).
     """
     db = connections[DEFAULT_DB_ALIAS]
-    quote = db.ops.quote_name
-    links = [model._meta.get_field(name) for name in related]
-    loaded = [(model, "main"), *((link.related_model, f"r{index}") for index, link in enumerate(links))]
-    columns = ", ".join(
-        f"{alias}.{quote(field.column)}" for each, alias in loaded for field in each._meta.concrete_fields
-    )
-    joins = " ".join(
-        f"JOIN {quote(link.related_model._meta.db_table)} {alias}"
-        f" ON {alias}.{quote(link.target_field.column)} = main.{quote(link.column)}"
-        for link, (_, alias) in zip(links, loaded[1:], strict=True)
-    )
-    sql = (
-        f"SELECT {columns} FROM {quote(model._meta.db_table)} main {joins}"
-        f" WHERE main.{quote(model._meta.pk.column)} = %s"
-    )
+    sql, hops = _joined_select(db, model, tuple(related))
     with db.cursor() as cursor:
         cursor.execute(sql, [model._meta.pk.get_db_prep_value(pk, db)])
         row = cursor.fetchone()
     if row is None:
         raise model.DoesNotExist(f"{model._meta.object_name} matching query does not exist.")
     instances, start = [], 0
-    for each, _ in loaded:
-        fields = each._meta.concrete_fields
+    for hop in hops:
+        fields = hop.model._meta.concrete_fields
         values = list(row[start : start + len(fields)])
-        conversions = _conversions(db, each, tuple(field.name for field in fields))
-        converted = _converted(values, conversions, db)
-        instances.append(each.from_db(db.alias, [field.attname for field in fields], converted))
         start += len(fields)
-    main = instances[0]
-    for link, instance in zip(links, instances[1:], strict=True):
-        setattr(main, link.name, instance)  # cached, as select_related leaves it
-    return main
+        if hop.outer and values[hop.model._meta.concrete_fields.index(hop.model._meta.pk)] is None:
+            instances.append(None)  # the left join found no row
+        else:
+            conversions = _conversions(db, hop.model, tuple(field.name for field in fields))
+            converted = _converted(values, conversions, db)
+            instances.append(hop.model.from_db(db.alias, [field.attname for field in fields], converted))
+        if hop.parent is not None and instances[hop.parent] is not None:
+            hop.link.set_cached_value(instances[hop.parent], instances[-1])  # as select_related does
+            if instances[-1] is not None and hop.outer:
+                hop.link.remote_field.set_cached_value(instances[-1], instances[hop.parent])
+    return instances[0]
+
+
+class _Hop(NamedTuple):
+    model: type[Model]
+    parent: int | None  # index of the hop this one is reached from
+    link: Field | None  # the relation followed from the parent (a field, or a reverse relation)
+    outer: bool  # a reverse one-to-one: a left join
+
+
+@lru_cache(maxsize=64)
+def _joined_select(db, model: type[Model], related: tuple[str, ...]) -> tuple[str, tuple[_Hop, ...]]:
+    """The SELECT of get_with_related and its hops, built once per connection and paths."""
+    quote = db.ops.quote_name
+    hops, by_path, joins = [_Hop(model, None, None, False)], {"": 0}, []
+    for path in related:
+        parts = path.split("__")
+        for depth in range(1, len(parts) + 1):
+            prefix = "__".join(parts[:depth])
+            if prefix in by_path:
+                continue
+            parent = by_path["__".join(parts[: depth - 1])]
+            link = hops[parent].model._meta.get_field(parts[depth - 1])
+            forward = link.concrete and (link.many_to_one or link.one_to_one) and not link.null
+            outer = link.one_to_one and not link.concrete  # a reverse one-to-one
+            if not (forward or outer):
+                raise ValueError(f"{path}: only non-null foreign keys and reverse one-to-ones")
+            target = link.related_model
+            alias, parent_alias = f"r{len(hops)}", f"r{parent}"
+            if outer:  # the target's one-to-one field points back at the parent
+                remote = link.remote_field
+                on = f"{alias}.{quote(remote.column)} = {parent_alias}.{quote(remote.target_field.column)}"
+            else:
+                on = f"{alias}.{quote(link.target_field.column)} = {parent_alias}.{quote(link.column)}"
+            kind = "LEFT JOIN" if outer else "JOIN"
+            joins.append(f"{kind} {quote(target._meta.db_table)} {alias} ON {on}")
+            by_path[prefix] = len(hops)
+            hops.append(_Hop(target, parent, link, outer))
+    columns = ", ".join(
+        f"r{index}.{quote(field.column)}"
+        for index, hop in enumerate(hops)
+        for field in hop.model._meta.concrete_fields
+    )
+    sql = (
+        f"SELECT {columns} FROM {quote(model._meta.db_table)} r0 {' '.join(joins)}"
+        f" WHERE r0.{quote(model._meta.pk.column)} = %s"
+    )
+    return sql, tuple(hops)
 
 
 def update(model: type[Model], pk, **values) -> None:

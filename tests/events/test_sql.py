@@ -114,3 +114,38 @@ def test_get_with_related_gives_what_select_related_gives_and_caches_the_relatio
     assert not loaded._state.adding and loaded.created_at.tzinfo is not None
     with pytest.raises(Adoption.DoesNotExist):
         sql.get_with_related(Adoption, uuid.uuid4(), related)
+
+
+def test_get_with_related_follows_paths_and_reverse_one_to_ones(customer, django_assert_num_queries):
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    from adoptions.models import Customer
+
+    staff = get_user_model().objects.create_user("no-profile")
+    related = ["user", "user__customer"]
+    for user in (customer.user, staff):
+        token = Token.objects.create(user=user)
+        expected = Token.objects.select_related(*related).get(key=token.key)
+
+        with django_assert_num_queries(1):
+            loaded = sql.get_with_related(Token, token.key, related)
+            try:
+                profile = loaded.user.customer
+            except Customer.DoesNotExist:  # cached as missing: no second query
+                profile = None
+
+        assert (loaded, loaded.user) == (expected, expected.user)
+        assert loaded.user.password == expected.user.password
+        assert profile == (customer if user is customer.user else None)
+        if profile is not None:
+            assert profile.user is loaded.user and profile.email == customer.email
+
+
+def test_get_with_related_refuses_relations_it_cannot_join_the_way_select_related_would():
+    from adoptions.models import Adoption, Shelter
+
+    with pytest.raises(ValueError, match="completed_at"):
+        sql.get_with_related(Adoption, uuid.uuid4(), ["completed_at"])
+    with pytest.raises(ValueError, match="adoptions"):
+        sql.get_with_related(Shelter, uuid.uuid4(), ["adoptions"])
