@@ -1,7 +1,9 @@
 """Idempotency-Key for command endpoints: a retried request gets the first answer again.
 
-The key is claimed and the answer stored in the same transaction as the command's events, so
-either both exist or neither does; a concurrent twin waits on the unique key, then replays.
+The answer is stored in the same transaction as the command's events, so either both exist
+or neither does. A concurrent twin waits on a lock on (user, key), then replays the answer.
+The lock is an advisory one, not the key's row claimed first: a command must write its event
+before anything else (events/store.py), or readers could see a stream's events out of order.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from django.db import IntegrityError, transaction
 from rest_framework.response import Response
 from rest_framework.utils.encoders import JSONEncoder
 
+from events import sql
 from petstore.api_errors import error_response
 
 from .models import IdempotentRequest
@@ -49,30 +52,27 @@ def idempotent(handler):
         if not 1 <= len(key) <= 200:
             return error_response(400, "invalid_idempotency_key", "Use 1 to 200 characters.")
         fingerprint = _fingerprint(request)
-        record = IdempotentRequest.objects.filter(user=request.user, key=key).first()
-        if record is not None:
-            return _replay(record, fingerprint)
         try:
             with transaction.atomic():
-                # Claim the key first: a concurrent twin blocks on the unique index here,
-                # then replays our answer instead of racing us through the command.
-                record = IdempotentRequest.objects.create(
-                    user=request.user,
-                    key=key,
-                    endpoint=request.path,
-                    request_hash=fingerprint,
-                    response_status=0,
-                    response_body={},
-                )
+                # A concurrent twin waits here until we commit, then finds our answer.
+                sql.lock_until_transaction_ends(f"idempotency:{request.user.pk}:{key}")
+                record = IdempotentRequest.objects.filter(user=request.user, key=key).first()
+                if record is not None:
+                    return _replay(record, fingerprint)
                 response = handler(view, request, *args, **kwargs)
                 if 200 <= response.status_code < 300:
-                    record.response_status = response.status_code
-                    record.response_body = json.loads(json.dumps(response.data, cls=JSONEncoder))
-                    record.response_headers = {h: response[h] for h in REPLAYED_HEADERS if h in response}
-                    record.save(update_fields=["response_status", "response_body", "response_headers"])
+                    IdempotentRequest.objects.create(
+                        user=request.user,
+                        key=key,
+                        endpoint=request.path,
+                        request_hash=fingerprint,
+                        response_status=response.status_code,
+                        response_body=json.loads(json.dumps(response.data, cls=JSONEncoder)),
+                        response_headers={h: response[h] for h in REPLAYED_HEADERS if h in response},
+                    )
                 else:  # failures are not remembered: the client may fix and retry
                     transaction.set_rollback(True)
-        except IntegrityError:  # a concurrent request with the same key committed first
+        except IntegrityError:  # without the lock (SQLite), a twin with the same key committed first
             return _replay(IdempotentRequest.objects.get(user=request.user, key=key), fingerprint)
         return response
 

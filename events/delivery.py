@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -51,8 +50,7 @@ def retry_delay(attempts: int) -> timedelta:
 
 
 def _lock_key(handler: str, event_id: UUID) -> int:
-    digest = hashlib.blake2b(f"{handler}:{event_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+    return sql.advisory_key(f"{handler}:{event_id}")
 
 
 @contextmanager

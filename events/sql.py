@@ -11,6 +11,7 @@ back is what a QuerySet would give, on PostgreSQL and SQLite alike.
 
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
 from typing import NamedTuple, TypeVar
 
@@ -183,6 +184,24 @@ def increment(
         f"UPDATE {quote(model._meta.db_table)} SET {column} = {column} + 1 WHERE {where} RETURNING {returned}"
     )
     return _fetched(db, sql, params, model, returning)
+
+
+def advisory_key(name: str) -> int:
+    """A PostgreSQL advisory lock key (a signed 64-bit number) for a name."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def lock_until_transaction_ends(name: str) -> None:
+    """Wait for PostgreSQL's advisory lock on `name`, held until the transaction ends.
+
+    Unlike claiming a row, taking it gives the transaction no id yet (see events/store.py on
+    why the first write of a command must be its event). Elsewhere nothing: SQLite has one
+    writer at a time.
+    """
+    db = connections[DEFAULT_DB_ALIAS]
+    if db.vendor == "postgresql":
+        with db.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_key(name)])
 
 
 def prepared(model: type[Model], **values) -> dict:

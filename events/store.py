@@ -43,9 +43,25 @@ class StreamNotFound(LookupError):
 class ConcurrencyConflict(Exception):
     """Another command appended to the stream first."""
 
-    def __init__(self, stream_id: UUID, expected: int, actual: int) -> None:
-        super().__init__(f"stream {stream_id} is at version {actual}, expected {expected}")
+    def __init__(self, stream_id: UUID, expected: int, actual: int, message: str = "") -> None:
+        super().__init__(message or f"stream {stream_id} is at version {actual}, expected {expected}")
         self.stream_id, self.expected, self.actual = stream_id, expected, actual
+
+
+class WroteTooEarly(ConcurrencyConflict):
+    """The appending transaction took its id before the stream's previous event committed.
+
+    Readers follow the log in transaction-id order, so this event would reach them before the
+    one it follows. It happens when a transaction writes something before it loads the stream
+    (load first, then write); nothing is recorded, and the command can be retried at once.
+    """
+
+    def __init__(self, stream_id: UUID, version: int) -> None:
+        message = (
+            f"stream {stream_id}: this transaction started writing before version {version - 1}"
+            " was committed; nothing was recorded, retry"
+        )
+        super().__init__(stream_id, version - 1, version - 1, message)
 
 
 @dataclass(frozen=True, order=True)
@@ -113,22 +129,37 @@ def _insert(rows: list[StoredEvent]) -> bool:
     trips per command). Several rows go in under a savepoint, so a conflict on one of them
     never leaves the others behind.
     """
+    ordered = connection.vendor == "postgresql"  # elsewhere writers are serial, ids all 0
     with transaction.atomic(savepoint=len(rows) > 1):
         returned = insert(
             StoredEvent,
             _INSERTED_FIELDS,
             rows,
             on_conflict="ON CONFLICT (stream_id, stream_version) DO NOTHING",
-            returning="position, transaction_id",
+            returning="position, transaction_id" + (f", {_PREVIOUS_WRITER}" if ordered else ""),
         )
         if len(returned) < len(rows):
             if len(rows) > 1:
                 transaction.set_rollback(True)
             return False
-    for row, (position, transaction_id) in zip(rows, returned, strict=True):
+        for row, (_, transaction_id, *previous_writer) in zip(rows, returned, strict=True):
+            if previous_writer and (previous_writer[0] or 0) > transaction_id:
+                transaction.set_rollback(True)  # the row went in: it must never commit
+                raise WroteTooEarly(row.stream_id, row.stream_version)
+    for row, (position, transaction_id, *_) in zip(rows, returned, strict=True):
         row.position, row.transaction_id = position, transaction_id
         saved(row)
     return True
+
+
+# The id of the transaction that wrote the stream's previous version. A transaction gets its
+# id at its first write; one that loads the stream first always gets a newer id than the
+# writer of what it loaded, so readers, who follow transaction ids, see the stream in order.
+_PREVIOUS_WRITER = (
+    "(SELECT previous.transaction_id FROM event_log previous"
+    " WHERE previous.stream_id = event_log.stream_id"
+    " AND previous.stream_version = event_log.stream_version - 1)"
+)
 
 
 _LOADED_FIELDS = ["stream_version", "event_type", "schema_version", "payload", "recorded_at"]

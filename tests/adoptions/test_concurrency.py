@@ -79,3 +79,32 @@ def test_concurrent_retries_with_one_idempotency_key_record_one_adoption(require
     assert {r.status_code for r in responses} == {202}
     assert len({r.json()["adoptionId"] for r in responses}) == 1
     assert Adoption.objects.count() == 1
+
+
+def test_a_command_with_an_idempotency_key_loads_its_pet_before_its_first_write(
+    require_postgres, customer, pet, monkeypatch
+):
+    """Waiting for a twin must not give the transaction its id: readers follow transaction
+    ids, so a command that had one before loading its pet could be read before the event it
+    follows (events/store.py)."""
+    from django.db import connection
+
+    from adoptions import services
+
+    ids_at_load = []
+    load = services.pet_load
+
+    def watched_load(pet_id):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_current_xact_id_if_assigned()")
+            ids_at_load.append(cursor.fetchone()[0])
+        return load(pet_id)
+
+    monkeypatch.setattr(services, "pet_load", watched_load)
+    client = client_for(customer.user)
+    response = client.post(
+        "/api/adoptions", {"petId": str(pet.id)}, format="json", HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4())
+    )
+
+    assert response.status_code == 202
+    assert ids_at_load == [None]

@@ -124,3 +124,50 @@ def test_read_all_rows_carry_what_the_orm_reads_and_parse_to_the_same_event():
     replayed, loaded = RecordedEvent.from_log_row(row), RecordedEvent.from_row(stored)
     assert replayed.metadata == loaded.metadata == META  # decoded only when asked for
     assert replayed._replace(raw_metadata=None) == loaded._replace(raw_metadata=None)
+
+
+def test_an_append_by_a_transaction_older_than_the_streams_last_writer_is_refused(require_postgres):
+    """T takes its transaction id first, then appends after S's later event on the same stream.
+
+    Readers follow transaction ids, so T's event would reach them before S's, the one it
+    follows: the append is refused (nothing recorded), and a retry in a new transaction works.
+    """
+    from events.store import WroteTooEarly
+
+    pet = new_pet()
+    pets.save(pet, metadata=META)
+    t_has_xid, t_go = threading.Event(), threading.Event()
+    outcome = {}
+
+    def take_xid():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_current_xact_id()")
+
+    def t_work():
+        t_has_xid.set()
+        assert t_go.wait(10)
+        late = pets.load(pet.id)  # sees S's change: loaded after S committed
+        late.rename(new_name="Late")
+        try:
+            pets.save(late, metadata=META)
+        except WroteTooEarly as refused:
+            outcome["refused"] = refused
+
+    t = HeldTransaction(t_work, before_work=take_xid, rollback=False)
+    t.start()
+    assert t_has_xid.wait(10)
+    renamed = pets.load(pet.id)
+    renamed.rename(new_name="First")
+    pets.save(renamed, metadata=META)  # S: a newer transaction id, commits first
+    t_go.set()
+    assert t.did_work.wait(10)
+    t.finish()
+
+    refused = outcome["refused"]
+    assert (refused.expected, refused.actual) == (2, 2)
+    assert [e.stream_version for e in StoredEvent.objects.filter(stream_id=pet.id)] == [1, 2]
+    retried = pets.load(pet.id)  # a new transaction: its id is newer than S's
+    retried.rename(new_name="Late")
+    pets.save(retried, metadata=META)
+    order = [(e.stream_version, e.event_type) for e in read_all_settled(count=3)]
+    assert order == [(1, "PetRegistered"), (2, "PetNameChanged"), (3, "PetNameChanged")]
