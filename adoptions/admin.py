@@ -36,7 +36,7 @@ from events.store import ConcurrencyConflict, stream_events
 
 from . import selectors, services
 from .admin_scoping import OwnShelterFilter, ReadOnlyAdminMixin, ShelterScopedAdmin
-from .domain import DomainError
+from .domain import DomainError, Pet
 from .models import (
     Adoption,
     AdoptionStats,
@@ -304,7 +304,7 @@ class PetAdmin(ShelterScopedAdmin):
 
     @admin.display(description="events")
     def event_timeline(self, pet: PetRecord):
-        events = stream_events(pet.id)
+        events = stream_events(pet.id, Pet.stream_type)
         actors = actor_names({e.metadata.get("actor_id") for e in events})
         rows = format_html_join(
             "\n",

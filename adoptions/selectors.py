@@ -35,7 +35,7 @@ def pet_record_get(*, pet_id: UUID) -> PetRecord:
 
 
 def pet_event_list(*, pet_id: UUID) -> list[StoredEvent]:
-    events = stream_events(pet_id)
+    events = stream_events(pet_id, Pet.stream_type)
     if not events:
         raise PetNotFound(pet_id)
     return events

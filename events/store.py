@@ -195,7 +195,9 @@ class AggregateRepository(Generic[A]):
         Subquery/Coalesce version of this cost ten times running it.
         """
         params = prepared(StoredEvent, stream_id=stream_id, recorded_at=as_of)
-        where = "stream_id = %(stream_id)s"
+        # Another kind of stream with this id (an adoption's, say) is not this aggregate's.
+        params["stream_type"] = self.aggregate_type.stream_type
+        where = "stream_id = %(stream_id)s AND stream_type = %(stream_type)s"
         if as_of is not None:
             where += " AND recorded_at <= %(recorded_at)s"
         if use_snapshots:
@@ -320,9 +322,10 @@ def recorded_event(event_id: UUID) -> RecordedEvent:
     return RecordedEvent.from_row(StoredEvent.objects.get(event_id=event_id))
 
 
-def stream_events(stream_id: UUID) -> list[StoredEvent]:
-    """Return every event of one stream, oldest first."""
-    return list(StoredEvent.objects.filter(stream_id=stream_id).order_by("stream_version"))
+def stream_events(stream_id: UUID, stream_type: str) -> list[StoredEvent]:
+    """Return every event of one stream of this type, oldest first."""
+    events = StoredEvent.objects.filter(stream_id=stream_id, stream_type=stream_type)
+    return list(events.order_by("stream_version"))
 
 
 #: read_all's rows: the StoredEvent columns, payload and metadata still JSON text

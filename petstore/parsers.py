@@ -29,4 +29,7 @@ class LimitedCamelCaseJSONParser(CamelCaseJSONParser):
         length = int(request.META.get("CONTENT_LENGTH") or 0) if request is not None else 0
         if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
             raise PayloadTooLarge()
-        return super().parse(stream, media_type, parser_context)
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:  # a few hundred nested arrays: renaming their keys recurses
+            raise exceptions.ParseError("JSON parse error - nested too deeply.") from None

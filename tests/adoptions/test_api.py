@@ -165,6 +165,42 @@ def test_malformed_json_is_a_400(customer_client):
     assert response.status_code == 400 and error_code(response) == "malformed_json"
 
 
+def test_json_nested_too_deeply_is_a_400_on_every_command(customer_client):
+    body = "[" * 5000 + "]" * 5000  # well under the size limit
+    for path in (
+        "/api/adoptions",
+        "/api/commands/adopt-pet",
+        "/api/commands/register-pet",
+        "/api/commands/return-pet",
+        "/api/commands/rename-pet",
+    ):
+        response = customer_client.post(path, body, content_type="application/json")
+        assert response.status_code == 400 and error_code(response) == "malformed_json", path
+
+
+def test_an_adoptions_id_is_no_pet(customer_client, customer, pet):
+    """An adoption's stream (its AdoptionCompleted) shares the log with the pets' streams."""
+    from events.catalogue import AdoptionCompleted
+    from events.context import CommandContext
+    from events.store import append
+
+    adoption_id = uuid.uuid4()
+    append(
+        stream_type="adoption",
+        stream_id=adoption_id,
+        expected_version=0,
+        events=[AdoptionCompleted(certificate_url="https://example.org/c.pdf", vet_appointment_date=None)],
+        metadata=CommandContext.system().as_metadata(),
+    )
+
+    for path in (f"/api/pets/{adoption_id}", f"/api/pets/{adoption_id}/events"):
+        response = customer_client.get(path)
+        assert response.status_code == 404 and error_code(response) == "pet_not_found", path
+    response = customer_client.post("/api/adoptions", {"petId": str(adoption_id)}, format="json")
+    assert response.status_code == 404 and error_code(response) == "pet_not_found"
+    assert not Adoption.objects.exists()
+
+
 def test_wrong_content_type_is_a_415(customer_client):
     response = customer_client.post("/api/adoptions", "petId=x", content_type="text/plain")
     assert response.status_code == 415 and error_code(response) == "unsupported_media_type"
