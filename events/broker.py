@@ -86,7 +86,7 @@ def broker_connection(url: str | None = None, *, timeout: float | None = None) -
     if is_rabbitmq(url):
         return kombu.Connection(
             url,
-            heartbeat=30,
+            heartbeat=settings.CELERY_BROKER_HEARTBEAT,
             connect_timeout=5,
             transport_options={"read_timeout": timeout, "write_timeout": timeout},
         )
@@ -102,6 +102,7 @@ class PublishResult:
 
 class Publisher(Protocol):
     def publish(self, messages: list[OutboxMessage]) -> PublishResult: ...
+    def keep_alive(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -198,6 +199,7 @@ class ConfirmingPublisher:
         self._outstanding: set[int] = set()  # this batch's delivery tags not yet confirmed
         self._nacked: set[int] = set()
         self._returned: dict[str, str] = {}
+        self._next_keep_alive = 0.0
 
     def _connect(self) -> None:
         self.connection = broker_connection(self.url, timeout=self.confirm_timeout)
@@ -269,6 +271,26 @@ class ConfirmingPublisher:
                 failures[envelope.row_id] = self._returned[envelope.key]
         return settle(messages, failures)
 
+    def keep_alive(self) -> None:
+        """Send a heartbeat if one is due, between batches.
+
+        An idle relay's connection is otherwise silent, and RabbitMQ closes a connection that
+        misses two heartbeats: the next batch would fail once and wait for a reconnect. A
+        connection found dead here is dropped, and the next batch opens a new one.
+        """
+        if self.connection is None or time.monotonic() < self._next_keep_alive:
+            return
+        self._next_keep_alive = time.monotonic() + min(1.0, settings.CELERY_BROKER_HEARTBEAT / 4)
+        try:
+            try:  # the broker's heartbeats count only once read
+                self.connection.drain_events(timeout=0.001)
+            except TimeoutError:  # nothing more to read
+                pass
+            self.connection.heartbeat_check()
+        except CONNECTION_ERRORS as error:
+            logger.info("broker connection lost while idle (%s); the next batch reconnects", error)
+            self.close()
+
     def close(self) -> None:
         if self.connection is not None:
             try:
@@ -309,6 +331,9 @@ class KombuPublisher:
             self.close()
             return PublishResult(failed={m.id: repr(error) for m in messages}, connection_lost=True)
         return PublishResult(confirmed=[m.id for m in messages])
+
+    def keep_alive(self) -> None:
+        """Nothing to do: the embedded transports have no heartbeats."""
 
     def _route(self, envelope: Envelope) -> tuple[str, str]:
         """Play the alternate exchange: the embedded broker would drop an unbound message."""

@@ -3,7 +3,7 @@
 Claims are leases (a token and an expiry), taken in one statement with SKIP LOCKED, so no
 relay holds a row lock or a transaction open while it talks to the broker. A relay that
 dies after publishing leaves its lease to expire; the row is then published again, which
-consumers absorb because they deduplicate on the event id.
+consumers absorb because they deduplicate on (event type, event id).
 """
 
 from __future__ import annotations

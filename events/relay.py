@@ -115,6 +115,7 @@ class Relay:
                     self.run_chores()
                     next_chores = time.monotonic() + settings.RELAY_CHORES_SECONDS
                 sent = self._run_guarded()
+                self.publisher.keep_alive()  # at least once a sweep: well within a heartbeat
                 if self.broker_down_since is not None:
                     stop.wait(min(5.0, 0.5 + (time.monotonic() - self.broker_down_since) / 4))
                 elif sent < self.batch_size:

@@ -19,6 +19,9 @@ class NoBroker:
     def publish(self, messages):
         raise AssertionError("the chores publish nothing")
 
+    def keep_alive(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 

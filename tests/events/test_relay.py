@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timedelta
 
 import kombu
@@ -55,6 +56,9 @@ class ObservedPublisher:
             }
         )
         return result
+
+    def keep_alive(self) -> None:
+        self.inner.keep_alive()
 
     def close(self) -> None:
         self.inner.close()
@@ -209,3 +213,38 @@ def test_a_claim_skips_rows_another_relay_holds_and_leases_the_rest_in_order(req
     assert {m.claim_token for m in claim.messages} == {claim.token}
     assert all(m.claimed_until > m.created_at for m in claim.messages)
     assert again.messages == []  # leased: nobody else gets them until the lease runs out
+
+
+def test_an_idle_relay_keeps_its_broker_connection_alive(broker, shelter, settings):
+    """RabbitMQ closes a connection that misses two heartbeats; between batches the relay's
+    loop sends them (keep_alive), so the batch after a quiet spell goes out on the same one."""
+    settings.CELERY_BROKER_HEARTBEAT = 1  # the broker gives up on silence after about 2 s
+    publisher = ConfirmingPublisher(broker)
+    try:
+        register_pet(shelter=shelter)
+        first = publisher.publish(list(OutboxMessage.objects.all()))
+        connection = publisher.connection
+        for _ in range(16):  # 4 s of quiet, kept alive as the relay's loop does
+            time.sleep(0.25)
+            publisher.keep_alive()
+        second = publisher.publish(list(OutboxMessage.objects.all()))
+        same_connection = publisher.connection is connection
+    finally:
+        publisher.close()
+
+    assert not first.connection_lost and len(first.confirmed) == 2
+    assert not second.connection_lost and len(second.confirmed) == 2
+    assert same_connection  # no reconnect was needed
+
+
+def test_without_heartbeats_an_idle_connection_is_closed_by_the_broker(broker, shelter, settings):
+    """What keep_alive prevents: the same quiet spell, no heartbeats sent, the batch fails."""
+    settings.CELERY_BROKER_HEARTBEAT = 1
+    publisher = ConfirmingPublisher(broker)
+    try:
+        register_pet(shelter=shelter)
+        assert not publisher.publish(list(OutboxMessage.objects.all())).connection_lost
+        time.sleep(4)
+        assert publisher.publish(list(OutboxMessage.objects.all())).connection_lost
+    finally:
+        publisher.close()
