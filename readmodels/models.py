@@ -42,6 +42,8 @@ class ProjectionDeadLetter(models.Model):
     position = models.BigIntegerField()
     event_type = models.CharField(max_length=100)
     error = models.TextField()
+    #: The generation it was skipped in: a rebuild lists only what the new generation skipped.
+    generation = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, make_dataclass
@@ -23,7 +23,9 @@ from functools import cache
 from itertools import islice
 from operator import attrgetter
 from typing import Any
+from uuid import UUID
 
+from django import db
 from django.db import connection, models, transaction
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
@@ -314,21 +316,46 @@ def live_generation(name: str) -> int:
     return state_of(name).generation
 
 
-def apply_events(projection: Projection, rows: list[LogRow], batch: Batch) -> None:
-    """Apply each event this projection handles and write the rows; raise ProjectionFailed at
-    the first failure."""
-    _apply(projection, rows, batch)
+def apply_events(
+    projection: Projection, rows: list[LogRow], batch: Batch, skip: Collection[UUID] = ()
+) -> None:
+    """Apply each event this projection handles (but those in `skip`) and write the rows;
+    raise ProjectionFailed at the first failure."""
+    _apply(projection, rows, batch, skip)
     batch.flush()
 
 
-def _apply(projection: Projection, rows: list[LogRow], batch: Batch) -> None:
-    handled = [row for row in rows if row.event_type in projection.handlers]
+def skip_or_stop(projection: Projection, failure: ProjectionFailed, *, generation: int) -> None:
+    """Re-raise the failure, unless the projection dead-letters: then record the event.
+
+    The record names the generation it was skipped in: a rebuild tries the event again in
+    its place, and at the swap only the events the new generation skipped stay listed.
+    """
+    if projection.on_error != "dead_letter":
+        raise failure
+    logger.error("projection %s skipped %s", projection.name, failure)
+    ProjectionDeadLetter.objects.update_or_create(
+        projection=projection.name,
+        event_id=failure.row.event_id,
+        defaults={
+            "position": failure.row.position,
+            "event_type": failure.row.event_type,
+            "error": str(failure),
+            "generation": generation,
+        },
+    )
+
+
+def _apply(projection: Projection, rows: list[LogRow], batch: Batch, skip: Collection[UUID] = ()) -> None:
+    handled = [row for row in rows if row.event_type in projection.handlers and row.event_id not in skip]
     for table in projection.keyed_by_stream:
         batch.prefetch(table, {row.stream_id for row in handled})
     batch.events = [_parsed(row) for row in handled]  # all first: handlers look up in bulk
     for row, event in zip(handled, batch.events, strict=True):
         try:
             projection.handlers[row.event_type](event, batch)
+        except (db.OperationalError, db.InterfaceError):
+            raise  # the database, not the event: the batch is retried, the projection goes on
         except Exception as error:
             raise ProjectionFailed(row, error) from error
 
@@ -378,15 +405,7 @@ def _settle_failure(projection: Projection, failure: ProjectionFailed, batch_siz
             apply_events(projection, before, Batch(state.generation))
             _advance(state, before)
         if projection.on_error == "dead_letter":
-            ProjectionDeadLetter.objects.get_or_create(
-                projection=projection.name,
-                event_id=failure.row.event_id,
-                defaults={
-                    "position": failure.row.position,
-                    "event_type": failure.row.event_type,
-                    "error": str(failure),
-                },
-            )
+            skip_or_stop(projection, failure, generation=state.generation)
             _advance(state, [failure.row])
             return len(before) + 1
         state.status, state.error = ProjectionState.Status.FAILED, str(failure)
@@ -435,13 +454,21 @@ def rebuild(projection: Projection, *, batch_size: int = 5000, progress=None) ->
     memory = RowMemory(starts_empty=starts_empty)
     state = state_of(projection.name)
     after, replayed = LogPosition(state.rebuild_transaction_id, state.rebuild_position), 0
+    skipped: set[UUID] = set()  # events the projection dead-lettered in this run
     with WriteBehind() as writer, automatic_gc_paused():
         while len(rows := read_all(after=after, limit=batch_size)) == batch_size:
             gc.collect(1)  # the young generations only (see automatic_gc_paused)
             if not memory.complete:
                 writer.wait()  # the batch may read rows back: the last one must be written
             batch = Batch(generation, memory=memory)
-            _apply(projection, rows, batch)
+            try:
+                _apply(projection, rows, batch, skipped)
+            except ProjectionFailed as failure:  # stops the rebuild where it failed, or:
+                skip_or_stop(projection, failure, generation=generation)
+                skipped.add(failure.row.event_id)
+                writer.wait()
+                memory = RowMemory(starts_empty=False)  # the failed try may have changed its rows
+                continue  # the same batch again, without that event
             reached = LogPosition.of(rows[-1])
             writer.write(_write_rebuild_batch, projection, generation, batch.writes(), after, reached)
             after, replayed = reached, replayed + len(rows)
@@ -452,10 +479,13 @@ def rebuild(projection: Projection, *, batch_size: int = 5000, progress=None) ->
         state = _rebuild_state(projection, generation, expected=after)
         rows = read_all(after=after, limit=batch_size)
         if rows:
-            apply_events(projection, rows, Batch(generation, memory=memory))
+            _apply_tail(projection, rows, generation, memory, skipped)
             _advance(state, rows, rebuilding=True)
             replayed += len(rows)
         _analyze(projection)
+        # Only the events this generation skipped stay listed: the others now apply.
+        dead_letters = ProjectionDeadLetter.objects.filter(projection=projection.name)
+        dead_letters.exclude(generation=generation).delete()
         old = state.generation
         state.generation, state.rebuild_generation = generation, None
         state.transaction_id, state.position = state.rebuild_transaction_id, state.rebuild_position
@@ -485,6 +515,17 @@ def automatic_gc_paused():
     finally:
         if was_enabled:
             gc.enable()
+
+
+def _apply_tail(projection: Projection, rows, generation: int, memory: RowMemory, skipped: set[UUID]) -> None:
+    """Apply a rebuild's last rows, skipping (as the batches before) what it dead-letters."""
+    while True:
+        try:
+            return apply_events(projection, rows, Batch(generation, memory=memory), skipped)
+        except ProjectionFailed as failure:
+            skip_or_stop(projection, failure, generation=generation)
+            skipped.add(failure.row.event_id)
+            memory = RowMemory(starts_empty=False)  # the failed try may have changed its rows
 
 
 def _rebuild_state(projection: Projection, generation: int, *, expected: LogPosition) -> ProjectionState:
@@ -572,15 +613,20 @@ def replay_from(projection: Projection, *, after: LogPosition, batch_size: int =
     """Re-apply events after `after` to the live tables (only for idempotent projections)."""
     if not projection.replayable_from_any_point:
         raise ValueError(f"{projection.name} keeps counters: rebuild it from the beginning instead")
-    replayed = 0
+    replayed, skipped = 0, set()
     while True:
-        with transaction.atomic():
-            state = state_of(projection.name, lock=True)
-            ceiling = LogPosition(state.transaction_id, state.position)
-            rows = [r for r in read_all(after=after, limit=batch_size) if LogPosition.of(r) <= ceiling]
-            if not rows:
-                return replayed
-            apply_events(projection, rows, Batch(state.generation))
+        try:
+            with transaction.atomic():
+                state = state_of(projection.name, lock=True)
+                ceiling = LogPosition(state.transaction_id, state.position)
+                rows = [r for r in read_all(after=after, limit=batch_size) if LogPosition.of(r) <= ceiling]
+                if not rows:
+                    return replayed
+                apply_events(projection, rows, Batch(state.generation), skipped)
+        except ProjectionFailed as failure:  # the batch rolled back: stop, or again without it
+            skip_or_stop(projection, failure, generation=state.generation)
+            skipped.add(failure.row.event_id)
+            continue
         after, replayed = LogPosition.of(rows[-1]), replayed + len(rows)
 
 

@@ -6,6 +6,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import OperationalError, transaction
 from django.db.transaction import TransactionManagementError
 
@@ -257,6 +258,99 @@ def test_a_dead_letter_projection_skips_the_event_and_lists_it(shelter, monkeypa
     assert list(ProjectionDeadLetter.objects.values_list("projection", "event_type")) == [
         ("available_pets", "PetRegistered")
     ]
+
+
+def fail_on_pets_named(names: set[str], monkeypatch) -> None:
+    original = available_pets.handlers["PetRegistered"]
+
+    def fails_on_them(event, batch):
+        if event.event.name in names:
+            raise ValueError(f"cannot list {event.event.name}")
+        original(event, batch)
+
+    monkeypatch.setitem(available_pets.handlers, "PetRegistered", fails_on_them)
+
+
+def test_a_rebuild_stops_at_an_event_it_cannot_apply_and_resumes_after_the_fix(shelter, monkeypatch):
+    for n in range(30):
+        register_pet(shelter=shelter, name="Bad" if n == 24 else f"Pet {n}")
+    catch_up_all()
+    live = listing_rows()
+    fail_on_pets_named({"Bad"}, monkeypatch)
+
+    with pytest.raises(CommandError, match="cannot list Bad.*run the command again"):
+        call_command("replay_events", projection="available_pets", batch_size=10, stdout=StringIO())
+    state = state_of("available_pets")
+    assert state.rebuild_position > 0 and state.rebuild_generation is not None  # two batches kept
+    assert listing_rows() == live  # the live generation still answers
+
+    monkeypatch.undo()  # the fix is deployed
+    out = StringIO()
+    call_command("replay_events", projection="available_pets", batch_size=10, stdout=out)
+    assert out.getvalue() == "rebuilt available_pets from 10 events and swapped it in\n"  # the rest
+    assert listing_rows() == live
+
+
+def test_a_dead_letter_projection_rebuilds_past_what_it_cannot_apply_and_lists_only_that(
+    shelter, monkeypatch
+):
+    for n in range(30):
+        register_pet(shelter=shelter, name=f"Bad {n}" if n in (3, 14, 29) else f"Pet {n}")
+    monkeypatch.setattr(available_pets, "on_error", "dead_letter")
+    original = available_pets.handlers["PetRegistered"]
+    fail_on_pets_named({"Bad 3", "Bad 14", "Bad 29"}, monkeypatch)  # first batch, second, tail
+    catch_up_all()
+    assert ProjectionDeadLetter.objects.count() == 3
+
+    monkeypatch.setitem(available_pets.handlers, "PetRegistered", original)
+    fail_on_pets_named({"Bad 14"}, monkeypatch)  # two of the three are fixed
+    rebuild(available_pets, batch_size=10)
+
+    names = [row[1] for row in listing_rows()]
+    assert len(names) == 29 and "Bad 14" not in names and {"Bad 3", "Bad 29"} <= set(names)
+    [(event_type, generation)] = ProjectionDeadLetter.objects.values_list("event_type", "generation")
+    assert (event_type, generation) == ("PetRegistered", state_of("available_pets").generation)
+    out = StringIO()
+    call_command("projections", dead_letters="available_pets", stdout=out)
+    assert "cannot list Bad 14" in out.getvalue() and "1 event(s) skipped" in out.getvalue()
+
+
+def test_re_applying_from_a_point_stops_at_an_event_it_cannot_apply_or_skips_it(shelter, monkeypatch):
+    for n in range(6):
+        register_pet(shelter=shelter, name="Bad" if n == 4 else f"Pet {n}")
+    catch_up_all()
+    fail_on_pets_named({"Bad"}, monkeypatch)
+
+    with pytest.raises(CommandError, match="cannot list Bad"):
+        call_command("replay_events", projection="available_pets", from_position=1, stdout=StringIO())
+
+    monkeypatch.setattr(available_pets, "on_error", "dead_letter")
+    out = StringIO()
+    call_command("replay_events", projection="available_pets", from_position=1, stdout=out)
+    assert out.getvalue() == "re-applied 6 events to available_pets\n"
+    assert ProjectionDeadLetter.objects.get().event_type == "PetRegistered"
+    assert len(listing_rows()) == 6  # "Bad" was listed before: re-applying skipped it
+
+
+def test_a_database_error_in_a_projection_is_retried_not_blamed_on_the_event(shelter, monkeypatch):
+    register_pet(shelter=shelter, name="Rex")
+    original = available_pets.handlers["PetRegistered"]
+    calls = {"n": 0}
+
+    def database_hiccup_once(event, batch):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        original(event, batch)
+
+    monkeypatch.setitem(available_pets.handlers, "PetRegistered", database_hiccup_once)
+    with pytest.raises(OperationalError):
+        catch_up(available_pets)
+    assert state_of("available_pets").status == "running"  # not stopped, nothing dead-lettered
+    assert not ProjectionDeadLetter.objects.exists()
+
+    catch_up_all()  # the projector's next round
+    assert [row[1] for row in listing_rows()] == ["Rex"]
 
 
 def test_replay_while_commands_keep_arriving_ends_identical_to_incremental(shelter, other_shelter):

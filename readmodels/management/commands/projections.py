@@ -8,16 +8,19 @@ from readmodels.projector import PROJECTIONS, lag, state_of
 
 
 class Command(BaseCommand):
-    help = "Show each projection's position, lag and state (--reset NAME, --resume NAME)."
+    help = "Show each projection's position, lag and state (--reset, --resume, --dead-letters NAME)."
 
     def add_arguments(self, parser):
         parser.add_argument(
             "--reset", metavar="NAME", help="forget the projection: it rebuilds from the start"
         )
         parser.add_argument("--resume", metavar="NAME", help="retry a stopped projection's failing event")
+        parser.add_argument(
+            "--dead-letters", metavar="NAME", help="list the events the projection skipped (dead-lettered)"
+        )
 
-    def handle(self, *args, reset=None, resume=None, **options):
-        for name in filter(None, (reset, resume)):
+    def handle(self, *args, reset=None, resume=None, dead_letters=None, **options):
+        for name in filter(None, (reset, resume, dead_letters)):
             if name not in PROJECTIONS:
                 raise CommandError(f"unknown projection {name!r}; known: {', '.join(PROJECTIONS)}")
         if reset:
@@ -26,7 +29,19 @@ class Command(BaseCommand):
         if resume:
             projector.resume(resume)
             self.stdout.write(f"{resume} resumed")
+        if dead_letters:
+            return self._dead_letters(dead_letters)
         self._table()
+
+    def _dead_letters(self, name: str) -> None:
+        skipped = ProjectionDeadLetter.objects.filter(projection=name).order_by("position")
+        for dead in skipped:
+            self.stdout.write(f"#{dead.position:<9} {dead.event_type:<16} {dead.event_id}  {dead.error}")
+        self.stdout.write(
+            f"{len(skipped)} event(s) skipped by {name}. After the fix, "
+            f"`manage.py replay_events --projection {name}` rebuilds it, trying each in its place;"
+            " those that apply then leave this list."
+        )
 
     def _table(self):
         header = f"{'projection':<20} {'position':>9} {'behind':>7} {'lag s':>8} {'gen':>4}  state"

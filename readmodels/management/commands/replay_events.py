@@ -1,7 +1,6 @@
 """Rebuild a projection from the event log, or re-apply it from a point in history."""
 
 import re
-import sys
 from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
@@ -10,7 +9,7 @@ from django.utils.dateparse import parse_datetime
 
 from events.models import StoredEvent
 from events.store import LogPosition
-from readmodels.projector import PROJECTIONS, rebuild, replay_from
+from readmodels.projector import PROJECTIONS, ProjectionFailed, rebuild, replay_from
 
 RELATIVE = re.compile(r"^(\d+)([smhd])$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -43,14 +42,20 @@ class Command(BaseCommand):
         if projection not in PROJECTIONS:
             raise CommandError(f"unknown projection {projection!r}; known: {', '.join(PROJECTIONS)}")
         target = PROJECTIONS[projection]
-        if from_position is None and since is None:
-            total = StoredEvent.objects.count()
-            replayed = rebuild(target, batch_size=batch_size, progress=self._progress(total))
-            self.stdout.write(f"\nrebuilt {projection} from {replayed} events and swapped it in")
-            return
-        after = self._start(from_position, since)
         try:
+            if from_position is None and since is None:
+                progress = self._progress(StoredEvent.objects.count())
+                replayed = rebuild(target, batch_size=batch_size, progress=progress)
+                after_bar = "\n" if progress else ""
+                self.stdout.write(f"{after_bar}rebuilt {projection} from {replayed} events and swapped it in")
+                return
+            after = self._start(from_position, since)
             replayed = replay_from(target, after=after, batch_size=batch_size)
+        except ProjectionFailed as failure:
+            raise CommandError(
+                f"{projection} stopped on {failure}. What was replayed before it is kept:"
+                " fix the projection and run the command again to go on from there."
+            ) from None
         except ValueError as error:
             raise CommandError(str(error)) from None
         self.stdout.write(f"re-applied {replayed} events to {projection}")
@@ -68,7 +73,7 @@ class Command(BaseCommand):
         return LogPosition(first.transaction_id, first.position - 1)
 
     def _progress(self, total: int):
-        if not sys.stdout.isatty():
+        if not self.stdout.isatty():  # a bar only on a terminal, not in logs or pipes
             return None
 
         def show(done: int, position: int) -> None:
