@@ -6,7 +6,7 @@ readmodels/projector.py writes them in bulk with the checkpoint, in one transact
 
 from __future__ import annotations
 
-from adoptions.models import Customer, PetRecord, Shelter
+from adoptions.models import Adoption, Customer, PetRecord, Shelter
 from events.store import RecordedEvent
 
 from .models import AdoptionHistoryEntry, PetListing, ShelterDashboard
@@ -97,6 +97,20 @@ def _customer_name(batch: Batch, customer_id) -> str:
     return batch.lookup("customer_names", customer_id, of_the_batch_adopters) or ""
 
 
+def _adopter(batch: Batch, adoption_id) -> tuple:
+    """(customer id, name) of the adoption a return ends, for every return of the batch in
+    one query; (None, "") for a return that names no adoption (older events)."""
+
+    def of_the_batch_returns(adoption_id) -> dict:
+        ended = {e.event.adoption_id for e in batch.events if e.event_type == "PetReturned"}
+        adoptions = Adoption.objects.filter(id__in=(ended | {adoption_id}) - {None})
+        return {
+            a: (c, name) for a, c, name in adoptions.values_list("id", "customer_id", "customer__full_name")
+        }
+
+    return batch.lookup("adopters", adoption_id, of_the_batch_returns) or (None, "")
+
+
 @adoption_history.on("PetAdopted")
 def record_adoption(event: RecordedEvent, batch: Batch) -> None:
     data = event.event
@@ -119,6 +133,7 @@ def record_adoption(event: RecordedEvent, batch: Batch) -> None:
 @adoption_history.on("PetReturned")
 def record_return(event: RecordedEvent, batch: Batch) -> None:
     data = event.event
+    customer_id, customer_name = _adopter(batch, data.adoption_id)
     batch.put(
         batch.new(
             AdoptionHistoryEntry,
@@ -128,6 +143,8 @@ def record_return(event: RecordedEvent, batch: Batch) -> None:
             shelter_id=_pet_shelter(batch, event.stream_id),
             kind=AdoptionHistoryEntry.Kind.RETURNED,
             adoption_id=data.adoption_id,
+            customer_id=customer_id,
+            customer_name=customer_name,
             reason=data.reason,
             occurred_at=event.recorded_at,
         )

@@ -151,6 +151,11 @@ def test_adoption_history_lists_adoptions_and_returns_for_shelter_staff_only(
     entries = response.json()["entries"]
     assert [e["kind"] for e in entries] == ["adopted", "returned"]
     assert entries[0]["customerName"] == customer.full_name and entries[1]["reason"] == "allergies"
+    # The return names who brought the pet back: the customer of the adoption it ends.
+    assert [(e["customerId"], e["customerName"]) for e in entries] == [
+        (str(customer.id), customer.full_name)
+    ] * 2
+    assert entries[0]["adoptionId"] == entries[1]["adoptionId"]
     assert client_for(other_staff).get(f"/api/queries/adoption-history/{pet.id}").status_code == 403
     assert customer_client.get(f"/api/queries/adoption-history/{pet.id}").status_code == 403
     missing = staff_client.get("/api/queries/adoption-history/00000000-0000-0000-0000-000000000000")
