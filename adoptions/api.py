@@ -37,11 +37,14 @@ class NotFound(DomainError):
 
 
 def command_context(request) -> CommandContext:
+    """Correlation: the client's X-Correlation-ID, or a new one. Causation: the command that
+    caused the events, named by the client's Idempotency-Key or X-Request-ID, or a new id."""
     correlation = request.headers.get("X-Correlation-ID", "")[:100] or str(uuid.uuid4())
+    command = request.headers.get("Idempotency-Key") or request.headers.get("X-Request-ID", "")[:100]
     return CommandContext(
         correlation_id=correlation,
         actor_id=str(request.user.pk),
-        causation_id=request.headers.get("Idempotency-Key"),
+        causation_id=command or str(uuid.uuid4()),
     )
 
 

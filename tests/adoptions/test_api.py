@@ -366,3 +366,22 @@ def test_same_idempotency_key_with_another_body_is_a_422(customer_client, pet, s
 
     assert response.status_code == 422 and error_code(response) == "idempotency_key_reused"
     assert Adoption.objects.count() == 1
+
+
+def test_a_commands_events_carry_its_correlation_and_causation(customer_client, pet, shelter):
+    from tests.factories import register_pet
+
+    customer_client.post(
+        "/api/adoptions", {"petId": str(pet.id)}, format="json", HTTP_X_CORRELATION_ID="checkout-42"
+    )
+    keyed = register_pet(shelter=shelter)
+    customer_client.post(
+        "/api/adoptions", {"petId": str(keyed.id)}, format="json", HTTP_IDEMPOTENCY_KEY="retry-me-7"
+    )
+
+    adopted = StoredEvent.objects.filter(event_type="PetAdopted").order_by("position")
+    first, second = (event.metadata for event in adopted)
+    assert first["correlation_id"] == "checkout-42"
+    assert str(uuid.UUID(first["causation_id"])) == first["causation_id"]  # a command id of its own
+    assert second["causation_id"] == "retry-me-7"
+    assert uuid.UUID(second["correlation_id"])  # none sent: a new one
