@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from uuid import UUID
 
 from django.conf import settings
+from django.db.models import F
 
 from events import sql
 from events.handlers import handlers_for
@@ -15,7 +16,7 @@ from events.store import StreamNotFound, stream_events
 
 from . import pets
 from .domain import Pet, PetNotFound
-from .models import Adoption, PetRecord
+from .models import Adoption, AdoptionStats, PetRecord
 from .permissions import visible_adoptions
 
 
@@ -162,3 +163,18 @@ def adoption_steps(adoption: Adoption) -> list[AdoptionStep]:
                 )
             )
     return steps
+
+
+def adoption_stats_list(
+    *, shelter_ids: set[UUID] | None, since: date, until: date, species: str | None = None
+) -> list[dict]:
+    """Adoptions per shelter, day and species (the analytics step's counts), oldest day first.
+
+    None for shelter_ids: every shelter (superusers)."""
+    stats = AdoptionStats.objects.filter(day__gte=since, day__lte=until)
+    if shelter_ids is not None:
+        stats = stats.filter(shelter_id__in=shelter_ids)
+    if species:
+        stats = stats.filter(species=species)
+    stats = stats.annotate(shelter_name=F("shelter__name")).order_by("day", "shelter_name", "species")
+    return list(stats.values("shelter_id", "shelter_name", "day", "species", "adoptions"))

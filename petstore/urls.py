@@ -38,6 +38,7 @@ api_patterns = [
         name="adoption-history",
     ),
     path("api/queries/shelter-dashboard", queries.ShelterDashboardView.as_view(), name="shelter-dashboard"),
+    path("api/queries/adoption-stats", queries.AdoptionStatsView.as_view(), name="adoption-stats"),
 ]
 
 contract_patterns = [

@@ -7,19 +7,24 @@ seconds at most) until the read model has caught up with it: read-your-writes ov
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, serializers
 from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from adoptions import selectors as adoption_selectors
 from adoptions.api import NotFound, parse_moment
 from adoptions.models import PetRecord
-from adoptions.permissions import managed_shelter_ids, manages_shelter
+from adoptions.permissions import managed_shelter_ids, manages_shelter, require_shelter_staff
 from events.catalogue import Species
 from petstore.api_errors import error_response
-from petstore.openapi import query_schema
+from petstore.openapi import errors, query_schema
 
 from . import selectors
 from .models import AdoptionHistoryEntry
@@ -82,6 +87,41 @@ class ShelterDashboardOutput(serializers.Serializer):
 
 class ShelterDashboardPage(serializers.Serializer):
     shelters = ShelterDashboardOutput(many=True)
+
+
+#: The longest span one stats answer covers (a year and a day: a leap year's days, inclusive).
+STATS_MAX_DAYS = 366
+
+
+class AdoptionStatsQuery(serializers.Serializer):
+    since = serializers.DateField(required=False, help_text="First day (default: 29 days before `until`).")
+    until = serializers.DateField(required=False, help_text="Last day (default: today).")
+    species = serializers.ChoiceField(choices=[s.value for s in Species], required=False)
+    shelter_id = serializers.UUIDField(required=False, help_text="One of your shelters (default: all).")
+
+    def validate(self, data):
+        until = data.setdefault("until", timezone.localdate())
+        since = data.setdefault("since", until - timedelta(days=29))
+        if since > until:
+            raise serializers.ValidationError({"since": ["Must not be after `until`."]})
+        if (until - since).days >= STATS_MAX_DAYS:
+            raise serializers.ValidationError({"since": [f"At most {STATS_MAX_DAYS} days at once."]})
+        return data
+
+
+class AdoptionStatsRow(serializers.Serializer):
+    shelter_id = serializers.UUIDField()
+    shelter_name = serializers.CharField()
+    day = serializers.DateField()
+    species = serializers.ChoiceField(choices=[s.value for s in Species])
+    adoptions = serializers.IntegerField()
+
+
+class AdoptionStatsPage(serializers.Serializer):
+    since = serializers.DateField()
+    until = serializers.DateField()
+    total = serializers.IntegerField()
+    days = AdoptionStatsRow(many=True)
 
 
 class LongestWaitingFirst(CursorPagination):
@@ -202,3 +242,38 @@ class ShelterDashboardView(APIView):
         position = selectors.projection_position("shelter_dashboard")  # before the rows
         body = {"shelters": selectors.shelter_dashboard_list(shelter_ids=managed)}
         return with_position(Response(body), position)
+
+
+class AdoptionStatsView(APIView):
+    """GET /api/queries/adoption-stats — adoptions per day and species, for shelter staff."""
+
+    @extend_schema(
+        parameters=[AdoptionStatsQuery],
+        responses={
+            200: AdoptionStatsPage,
+            **errors({400: "`validation_error`"}),
+            **errors({403: "`forbidden` (only shelter staff), `not_shelter_staff` (not your shelter)"}),
+        },
+    )
+    def get(self, request):
+        """Adoptions per shelter, day and species, counted by the analytics step of each adoption.
+
+        Kept by a side effect, so an adoption is counted a moment after its 202 (no
+        `minPosition` here: these counts are not a projection of the log)."""
+        params = query_params(AdoptionStatsQuery, request)
+        managed = managed_shelter_ids(request.user)
+        if managed is not None and not managed:
+            return error_response(403, "forbidden", "Only shelter staff see adoption statistics.")
+        if (shelter_id := params.get("shelter_id")) is not None:
+            require_shelter_staff(request.user, shelter_id)
+            managed = {shelter_id}
+        rows = adoption_selectors.adoption_stats_list(
+            shelter_ids=managed, since=params["since"], until=params["until"], species=params.get("species")
+        )
+        body = {
+            "since": params["since"],
+            "until": params["until"],
+            "total": sum(row["adoptions"] for row in rows),
+            "days": rows,
+        }
+        return Response(body)
