@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from celery import Celery
 from django.conf import settings
 
-from tests.support.processes import celery_worker, child_env, start, stop, wait_for_ready
+from tests.support.processes import PROJECT_DIR, celery_worker, child_env, start, stop, wait_for_ready
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -80,3 +83,46 @@ def test_worker_on_the_embedded_broker_answers_ping(embedded_broker, client_app,
 
     assert result.status == "SUCCESS" and exit_code == 0
     assert niceness == min(10, 19 - os.getpriority(os.PRIO_PROCESS, 0))  # WORKER_NICE: requests first
+
+
+# Builds the worker that `celery -A petstore worker …` runs and prints the queues it would
+# consume, in place of starting it: nothing connects to the broker.
+PRINT_CONSUMED_QUEUES = """
+import json, sys
+from celery.apps.worker import Worker
+from celery.bin.celery import main
+
+Worker.start = lambda worker: print("consumes", json.dumps(sorted(worker.app.amqp.queues.consume_from)))
+sys.argv = ["celery", "-A", "petstore", "worker", "--pool", "solo", *sys.argv[1:]]
+main()
+"""
+
+
+def queues_consumed(*options: str) -> list[str]:
+    """Return the queues a worker started with these command-line options consumes."""
+    result = subprocess.run(
+        [sys.executable, "-c", PRINT_CONSUMED_QUEUES, *options],
+        cwd=PROJECT_DIR,
+        env=child_env(WORKER_NICE="0"),  # worker_init would renice the child
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    printed = [line for line in result.stdout.splitlines() if line.startswith("consumes ")]
+    assert len(printed) == 1, result.stdout + result.stderr
+    return json.loads(printed[0].removeprefix("consumes "))
+
+
+def test_a_worker_started_without_q_consumes_every_handler_queue_and_the_default():
+    from events.handlers import HANDLERS
+
+    handler_queues = {h.queue for name, h in HANDLERS.items() if not name.startswith("test.")}
+
+    consumed = queues_consumed()
+
+    assert len(handler_queues) == 7
+    assert sorted(consumed) == sorted(handler_queues | {settings.CELERY_TASK_DEFAULT_QUEUE})
+
+
+def test_a_worker_started_with_q_certificates_consumes_only_that_queue():
+    assert queues_consumed("-Q", "certificates") == ["certificates"]

@@ -52,6 +52,60 @@ def test_amqp_without_confirms_fails_the_check(settings):
     assert "petstore.E004" in {m.id for m in checks.run_checks()}
 
 
+def petstore_errors() -> dict[str, list[str]]:
+    """The messages of our own failed system checks, by check id."""
+    found: dict[str, list[str]] = {}
+    for message in checks.run_checks():
+        if message.id and message.id.startswith("petstore."):
+            found.setdefault(message.id, []).append(message.msg)
+    return found
+
+
+def test_manage_py_check_fails_when_broker_heartbeats_are_off():
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "petstore.settings.test", "CELERY_BROKER_HEARTBEAT": "0"}
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+    assert result.returncode != 0
+    assert "petstore.E003" in result.stderr and "Broker heartbeats are off" in result.stderr
+
+
+def test_missing_broker_heartbeat_setting_fails_the_check(settings):
+    del settings.CELERY_BROKER_HEARTBEAT
+
+    assert "petstore.E003" in petstore_errors()
+
+
+def test_a_handler_on_an_undeclared_queue_fails_the_check(settings):
+    settings.CELERY_TASK_QUEUES = [q for q in settings.CELERY_TASK_QUEUES if q.name != "certificates"]
+
+    errors = petstore_errors()
+
+    assert errors["petstore.E005"] == [
+        "Handler notifications.certificate uses queue 'certificates', which is not declared."
+    ]
+
+
+def test_a_handler_time_limit_reaching_the_rabbitmq_consumer_timeout_fails_the_check(settings):
+    # The certificate may run 120 s, every other handler 60 s: only it reaches a 120 s timeout.
+    settings.RABBITMQ_CONSUMER_TIMEOUT_SECONDS = 120
+
+    errors = petstore_errors()
+
+    assert errors["petstore.E006"] == [
+        "Handler notifications.certificate may run 120s, past RabbitMQ's consumer timeout."
+    ]
+
+
+@pytest.mark.parametrize("seconds", [0, -1])
+def test_a_retry_ceiling_that_is_not_positive_fails_the_check(settings, seconds):
+    settings.HANDLER_RETRY_MAX_SECONDS = seconds
+
+    assert "petstore.E007" in petstore_errors()
+
+
 def test_production_settings_pass_check_deploy():
     env = {
         **os.environ,

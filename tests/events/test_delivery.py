@@ -1,5 +1,6 @@
 """Running handlers: once in effect, retries in the outbox, dead letters and redrive."""
 
+import io
 import uuid
 from datetime import timedelta
 
@@ -10,7 +11,7 @@ from django.utils import timezone
 
 from events.catalogue import PetNameChanged
 from events.context import CommandContext
-from events.delivery import deliver, recover_stalled
+from events.delivery import deliver, recover_stalled, retry_delay
 from events.handlers import HANDLERS, PermanentFailure, event_handler
 from events.models import Delivery, OutboxMessage, StoredEvent
 from events.store import append
@@ -244,3 +245,60 @@ def test_a_permanent_failure_is_dead_at_once_without_retries(flaky_handler):
     assert "PermanentFailure: the address does not exist" in delivery.last_error
     assert scheduled.count() == before and settled == ["dead"]  # no retry was scheduled
     assert deliver(handler.name, event.event_id) == "skipped" and len(calls) == 1
+
+
+def dead_delivery(handler) -> StoredEvent:
+    """An event whose delivery to `handler` went dead (the flaky handler failing for good)."""
+    event = renamed_event()
+    assert deliver(handler.name, event.event_id) == "dead"
+    return event
+
+
+def test_redrive_command_with_an_event_id_redrives_only_that_events_dead_deliveries(flaky_handler):
+    handler, calls, settled, behaviour = flaky_handler
+    behaviour["fail"] = "for good"
+    chosen, other = dead_delivery(handler), dead_delivery(handler)
+    behaviour["fail"] = False
+    out = io.StringIO()
+
+    call_command("redrive_dead_letters", "--event-id", str(chosen.event_id), stdout=out)
+
+    statuses = dict(Delivery.objects.filter(handler=handler.name).values_list("event_id", "status"))
+    assert statuses == {chosen.event_id: "pending", other.event_id: "dead"}
+    assert out.getvalue().strip() == "redriven 1 dead deliveries"
+    due = OutboxMessage.objects.filter(handler=handler.name, available_at__lte=timezone.now())
+    assert list(due.values_list("event_id", flat=True)) == [chosen.event_id]
+    assert deliver(handler.name, chosen.event_id) == "succeeded"
+    assert deliver(handler.name, other.event_id) == "skipped"  # still dead until redriven itself
+
+
+def delays(attempts: int, draws: int = 200) -> list[float]:
+    return [retry_delay(attempts).total_seconds() for _ in range(draws)]
+
+
+def test_retry_delay_range_doubles_with_each_attempt(settings):
+    settings.HANDLER_RETRY_BASE_SECONDS, settings.HANDLER_RETRY_MAX_SECONDS = 1.0, 10_000.0
+
+    for attempts in range(1, 9):
+        ceiling = 2.0 ** (attempts - 1)
+        drawn = delays(attempts)
+        assert ceiling / 2 <= min(drawn) and max(drawn) <= ceiling, (attempts, min(drawn), max(drawn))
+    # Seen from both ends: every 8th-attempt delay is longer than any 5th-attempt one.
+    assert min(delays(8)) > max(delays(5))
+
+
+def test_retry_delays_are_jittered_so_failed_deliveries_do_not_retry_in_step(settings):
+    settings.HANDLER_RETRY_BASE_SECONDS, settings.HANDLER_RETRY_MAX_SECONDS = 5.0, 600.0
+
+    drawn = delays(3, draws=50)
+
+    assert len(set(drawn)) > 40  # uniform floats: equal draws would be a broken jitter
+    assert max(drawn) - min(drawn) > 5  # spread over the range [10, 20], not a wobble
+
+
+def test_retry_delay_is_capped_by_the_configured_maximum(settings):
+    settings.HANDLER_RETRY_BASE_SECONDS, settings.HANDLER_RETRY_MAX_SECONDS = 5.0, 60.0
+
+    for attempts in (5, 6, 20, 200):  # 5 s doubled reaches 80 s at the 5th attempt
+        drawn = delays(attempts)
+        assert 30.0 <= min(drawn) and max(drawn) <= 60.0, (attempts, min(drawn), max(drawn))
