@@ -1,6 +1,9 @@
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PETSTORE_VAR_DIR=/app/var
 WORKDIR /app
+# DejaVu for certificates whose names need more than Western European letters.
+RUN apt-get update && apt-get install -y --no-install-recommends fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md ./
 COPY petstore ./petstore
 COPY adoptions ./adoptions

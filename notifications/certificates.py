@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import time
+from functools import cache
+from pathlib import Path
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -13,11 +16,15 @@ from django.utils import timezone
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4, landscape
 from reportlab.lib.units import cm
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen import canvas
 
 from adoptions.models import Adoption
 
 from .models import Certificate
+
+logger = logging.getLogger(__name__)
 
 
 def certificate_pdf(adoption: Adoption) -> bytes:
@@ -29,22 +36,56 @@ def certificate_pdf(adoption: Adoption) -> bytes:
     pdf.setStrokeColor(colors.HexColor("#2f6f4f"))
     pdf.setLineWidth(4)
     pdf.rect(1.5 * cm, 1.5 * cm, width - 3 * cm, height - 3 * cm)
-    pdf.setFont("Helvetica-Bold", 34)
-    pdf.drawCentredString(width / 2, height - 5 * cm, "Certificate of Adoption")
-    pdf.setFont("Helvetica", 18)
     lines = [
         f"{adoption.pet.name}, a {adoption.pet.species} aged {adoption.pet.age},",
         f"has found a new home with {adoption.customer.full_name},",
         f"adopted from {adoption.shelter.name}",
         f"on {timezone.localtime(adoption.created_at):%d %B %Y}.",
     ]
+    regular, bold = fonts_for(lines)
+    pdf.setFont(bold, 34)
+    pdf.drawCentredString(width / 2, height - 5 * cm, "Certificate of Adoption")
+    pdf.setFont(regular, 18)
     for index, line in enumerate(lines):
         pdf.drawCentredString(width / 2, height - (8 + 1.3 * index) * cm, line)
-    pdf.setFont("Helvetica", 10)
+    pdf.setFont(regular, 10)
     pdf.drawCentredString(width / 2, 2.5 * cm, f"Adoption {adoption.id}")
     pdf.showPage()
     pdf.save()
     return buffer.getvalue()
+
+
+BUILT_IN = ("Helvetica", "Helvetica-Bold")
+UNICODE = ("DejaVuSans", "DejaVuSans-Bold")
+
+
+def fonts_for(lines: list[str]) -> tuple[str, str]:
+    """(regular, bold): PDF's built-in Helvetica when it can write every letter, else DejaVu.
+
+    The built-in fonts know Western European letters only (cp1252): a name such as "Łukasz"
+    would come out with a black box. DejaVu is embedded (a subset per PDF), which costs ten
+    times the rendering and twenty times the file, so it is used only where it is needed.
+    """
+    try:
+        "".join(lines).encode("cp1252")
+        return BUILT_IN
+    except UnicodeEncodeError:
+        pass
+    if not _unicode_fonts_registered():
+        logger.warning("no DejaVu fonts in %s: some letters will not show", settings.CERTIFICATE_FONT_DIR)
+        return BUILT_IN
+    return UNICODE
+
+
+@cache
+def _unicode_fonts_registered() -> bool:
+    folder = Path(settings.CERTIFICATE_FONT_DIR)
+    files = [folder / f"{name}.ttf" for name in UNICODE]
+    if not all(file.is_file() for file in files):
+        return False
+    for name, file in zip(UNICODE, files, strict=True):
+        pdfmetrics.registerFont(TTFont(name, str(file)))
+    return True
 
 
 def certificate_generate(*, adoption: Adoption) -> Certificate:

@@ -303,6 +303,9 @@ IDEMPOTENCY_KEEP_HOURS = env.float("IDEMPOTENCY_KEEP_HOURS", default=24.0)
 
 # Extra seconds the certificate step sleeps: stands in for the guide's 30-second PDF service.
 CERTIFICATE_EXTRA_SECONDS = env.float("CERTIFICATE_EXTRA_SECONDS", default=0.0)
+# A folder with DejaVuSans.ttf and DejaVuSans-Bold.ttf (Debian: fonts-dejavu-core), for
+# certificates whose names PDF's built-in fonts cannot write (Ł, ő, Cyrillic, Greek…).
+CERTIFICATE_FONT_DIR = env.str("CERTIFICATE_FONT_DIR", default="/usr/share/fonts/truetype/dejavu")
 
 LOGGING = {
     "version": 1,

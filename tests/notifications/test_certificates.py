@@ -72,3 +72,44 @@ def test_certificate_names_the_pet_the_customer_the_shelter_and_the_date():
     assert "has found a new home with Zoë Brontë-Okafor," in lines
     assert "adopted from Harbour Lane Rescue" in lines
     assert f"on {adopted_on:%d %B %Y}." in lines
+
+
+def make_certificate(customer_name: str) -> bytes:
+    pet = register_pet(shelter=ShelterFactory(), name="Rex")
+    customer = CustomerFactory(full_name=customer_name)
+    started = services.pet_adopt(pet_id=pet.id, customer=customer, context=CommandContext.system())
+    assert deliver("notifications.certificate", started.adoption.adopted_event_id) == "succeeded"
+    return Certificate.objects.get(adoption=started.adoption).file.open("rb").read()
+
+
+@pytest.fixture
+def font_dir(settings):
+    from notifications import certificates
+
+    certificates._unicode_fonts_registered.cache_clear()  # the folder is read once per process
+    yield settings
+    certificates._unicode_fonts_registered.cache_clear()
+
+
+def test_a_name_beyond_western_european_letters_gets_an_embedded_unicode_font(font_dir):
+    from pathlib import Path
+
+    if not (Path(font_dir.CERTIFICATE_FONT_DIR) / "DejaVuSans.ttf").is_file():
+        pytest.skip(f"no DejaVu fonts in {font_dir.CERTIFICATE_FONT_DIR} (Debian: fonts-dejavu-core)")
+
+    polish = make_certificate("Łukasz Wałęsa")
+    western = make_certificate("Zoë Brontë-Okafor")
+
+    assert b"/FontFile2" in polish and b"DejaVuSans" in polish  # a TrueType subset, embedded
+    assert b"/FontFile2" not in western and b"/Helvetica" in western  # built-in: small and quick
+
+
+def test_without_the_unicode_font_the_certificate_is_still_made_with_the_built_in_one(
+    font_dir, tmp_path, caplog
+):
+    font_dir.CERTIFICATE_FONT_DIR = str(tmp_path / "no-fonts-here")
+
+    content = make_certificate("Łukasz Wałęsa")
+
+    assert content.startswith(b"%PDF") and b"/Helvetica" in content
+    assert "no DejaVu fonts" in caplog.text
