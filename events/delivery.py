@@ -44,7 +44,8 @@ _CRASH_IN = os.environ.get("PETSTORE_HANDLER_CRASH")
 
 def retry_delay(attempts: int) -> timedelta:
     """Exponential backoff with equal jitter (half to all of it), capped by HANDLER_RETRY_MAX_SECONDS."""
-    base = settings.HANDLER_RETRY_BASE_SECONDS * 2 ** max(0, attempts - 1)
+    doublings = min(max(0, attempts - 1), 64)  # far past any cap; 2.0**1024 would overflow
+    base = settings.HANDLER_RETRY_BASE_SECONDS * 2**doublings
     ceiling = min(settings.HANDLER_RETRY_MAX_SECONDS, base)
     return timedelta(seconds=random.uniform(ceiling / 2, ceiling))
 

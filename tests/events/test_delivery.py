@@ -299,6 +299,6 @@ def test_retry_delays_are_jittered_so_failed_deliveries_do_not_retry_in_step(set
 def test_retry_delay_is_capped_by_the_configured_maximum(settings):
     settings.HANDLER_RETRY_BASE_SECONDS, settings.HANDLER_RETRY_MAX_SECONDS = 5.0, 60.0
 
-    for attempts in (5, 6, 20, 200):  # 5 s doubled reaches 80 s at the 5th attempt
+    for attempts in (5, 6, 20, 200, 5000):  # 5 s doubled reaches 80 s at the 5th attempt
         drawn = delays(attempts)
         assert 30.0 <= min(drawn) and max(drawn) <= 60.0, (attempts, min(drawn), max(drawn))
