@@ -176,6 +176,17 @@ CASES = [
             superuser=(200, None),
         ),
     ),
+    Case(
+        "adoption-stats",
+        "get",
+        _for(
+            customer=(403, "forbidden"),
+            other_customer=(403, "forbidden"),
+            shelter_staff=(200, None),
+            other_staff=(200, None),  # its own shelters only (tests/readmodels/test_adoption_stats.py)
+            superuser=(200, None),
+        ),
+    ),
     Case("available-pets", "get", everyone()),
     Case("asyncapi-yaml", "get", everyone()),
     Case("asyncapi-json", "get", everyone()),
