@@ -9,10 +9,11 @@ from datetime import timedelta
 
 import kombu
 import pytest
+from amqp.exceptions import PreconditionFailed
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from events.broker import UNROUTED_QUEUE, broker_connection, envelopes_for
+from events.broker import UNROUTED_QUEUE, broker_connection, envelopes_for, events_stream
 from events.models import OutboxMessage
 from tests.factories import adopt_pet, register_pet
 from tests.support.rabbit import deliveries, fetch_all
@@ -136,7 +137,36 @@ def test_event_the_stream_cannot_take_stays_unsent(broker, event_stream, make_re
     assert all(row.last_error.startswith("unroutable (312 NO_ROUTE) on test.log.") for row in unsent)
 
 
+def test_relay_declares_the_stream_with_the_retention_from_settings(
+    broker, event_stream, make_relay, settings, shelter
+):
+    settings.EVENTS_STREAM_MAX_AGE = "7D"
+    register_pet(shelter=shelter)
+
+    make_relay().drain(timeout=10)  # connects, declares its topology, publishes
+
+    def declare_stream(max_age: str) -> None:
+        with broker_connection(broker) as conn:
+            arguments = {"x-queue-type": "stream", "x-max-age": max_age}
+            kombu.Queue(event_stream, durable=True, queue_arguments=arguments)(conn.channel()).declare()
+
+    # The broker refuses a declaration whose arguments differ from the queue's own.
+    with pytest.raises(PreconditionFailed, match="inequivalent arg 'x-max-age'"):
+        declare_stream("30D")
+    declare_stream("7D")
+
+
 # ---------------------------------------------------------------- no broker needed
+
+
+def test_stream_queue_asks_for_the_retention_from_settings(settings):
+    settings.EVENTS_STREAM_MAX_AGE = "12h"
+
+    queue = events_stream()
+
+    assert queue.name == settings.EVENTS_STREAM_NAME and queue.durable
+    assert queue.queue_arguments == {"x-queue-type": "stream", "x-max-age": "12h"}
+    assert (queue.exchange.name, queue.exchange.type) == (settings.EVENTS_STREAM_EXCHANGE, "fanout")
 
 
 def test_stream_envelope_is_the_event_again_on_the_log_exchange(settings, shelter):

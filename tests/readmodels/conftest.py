@@ -1,9 +1,16 @@
 """Helpers for read-side tests."""
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
+import pytest
+
+from events.models import StoredEvent
+from readmodels.projections import available_pets
 from readmodels.projector import PROJECTIONS, lag, state_of
 from readmodels.runner import catch_up_all
+from tests.factories import register_pet
 
 
 def project(timeout: float = 10.0) -> None:
@@ -21,3 +28,38 @@ def project(timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"{', '.join(behind)} still behind the log after {timeout} s")
         time.sleep(0.05)
+
+
+@dataclass
+class StoppedProjection:
+    """A projection stopped on an event, and how to deploy the fix for it."""
+
+    position: int  # of the event it could not apply
+    error: str
+    fix: Callable[[], None]
+
+
+@pytest.fixture
+def listing_stopped_on_bad(shelter, monkeypatch) -> StoppedProjection:
+    """available_pets stopped on the registration of a pet named Bad, after listing Good.
+
+    Needs a transactional test: projectors read only committed events.
+    """
+    register_pet(shelter=shelter, name="Good")
+    bad = register_pet(shelter=shelter, name="Bad")
+    original = available_pets.handlers["PetRegistered"]
+
+    def fails_on_bad(event, batch):
+        if event.event.name == "Bad":
+            raise ValueError("cannot list this one")
+        original(event, batch)
+
+    monkeypatch.setitem(available_pets.handlers, "PetRegistered", fails_on_bad)
+    project()
+    position = StoredEvent.objects.get(stream_id=bad.id, event_type="PetRegistered").position
+    assert state_of("available_pets").status == "failed"
+    return StoppedProjection(
+        position=position,
+        error=f"PetRegistered at #{position}: ValueError: cannot list this one",
+        fix=lambda: monkeypatch.setitem(available_pets.handlers, "PetRegistered", original),
+    )
