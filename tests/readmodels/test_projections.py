@@ -30,6 +30,7 @@ from readmodels.projector import (
 )
 from tests.factories import CustomerFactory, register_pet
 from tests.readmodels.conftest import project as catch_up_all
+from tests.support.threads import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -344,6 +345,7 @@ def test_a_database_error_in_a_projection_is_retried_not_blamed_on_the_event(she
         original(event, batch)
 
     monkeypatch.setitem(available_pets.handlers, "PetRegistered", database_hiccup_once)
+    wait_until(read_all, timeout=10, what="the event to be readable")  # past open transactions
     with pytest.raises(OperationalError):
         catch_up(available_pets)
     assert state_of("available_pets").status == "running"  # not stopped, nothing dead-lettered
