@@ -49,7 +49,9 @@ def _vet_days(shelter, after: dt.datetime):
 
 
 def _full_days(shelter, after: dt.datetime, slots_per_day: int) -> set[dt.date]:
-    """Days with every slot booked, counted by the database: one row per day, not per visit."""
+    """Days with as many visits as the hours have slots, counted by the database: one row per
+    day, not per visit. (Visits booked under other hours may leave such a day some room; it
+    is passed over, never double-booked.)"""
     booked = VetAppointment.objects.filter(shelter_id=shelter.id, starts_at__gt=after)
     per_day = booked.annotate(day=TruncDate("starts_at")).values("day").annotate(n=Count("id"))
     return set(per_day.filter(n__gte=slots_per_day).values_list("day", flat=True))
@@ -65,18 +67,24 @@ def vet_appointment_schedule(*, adoption: Adoption) -> VetAppointment:
     if existing:
         return existing
     full = None
+    length = dt.timedelta(minutes=adoption.shelter.vet_slot_minutes)
     for day, slots in _vet_days(adoption.shelter, adoption.created_at):
         if full is None:
             full = _full_days(adoption.shelter, adoption.created_at, len(slots))
         if day in full:
             continue
-        taken = set(
-            VetAppointment.objects.filter(
-                shelter_id=adoption.shelter_id, starts_at__gte=slots[0], starts_at__lte=slots[-1]
-            ).values_list("starts_at", flat=True)
-        )
+        # Visits overlapping the day's slots, whatever the slot length when they were booked
+        # (none is longer than a day: the lower bound keeps the index scan to two days).
+        booked_visits = VetAppointment.objects.filter(
+            shelter_id=adoption.shelter_id,
+            starts_at__gt=slots[0] - dt.timedelta(days=1),
+            starts_at__lt=slots[-1] + length,
+            ends_at__gt=slots[0],
+        ).values_list("starts_at", "ends_at")
+        taken = list(booked_visits)
         for slot in slots:
-            if slot not in taken and (booked := _book(adoption, slot)):
+            free = all(ends <= slot or slot + length <= starts for starts, ends in taken)
+            if free and (booked := _book(adoption, slot, length)):
                 return booked
     raise AssertionError("unreachable: the calendar never ends")
 
@@ -84,22 +92,25 @@ def vet_appointment_schedule(*, adoption: Adoption) -> VetAppointment:
 _BOOKED_FIELDS = [f for f in VetAppointment._meta.concrete_fields if not f.primary_key]
 
 
-def _book(adoption: Adoption, slot: dt.datetime) -> VetAppointment | None:
-    """Insert the appointment unless another adoption booked the slot a moment ago.
+def _book(adoption: Adoption, slot: dt.datetime, length: dt.timedelta) -> VetAppointment | None:
+    """Insert the appointment unless another adoption booked the slot (or one overlapping it)
+    a moment ago.
 
-    ON CONFLICT DO NOTHING on the slot's constraint spares the savepoint a caught
-    IntegrityError would need (two more round trips for every adoption).
+    ON CONFLICT DO NOTHING, with no target so that it covers the overlap constraint too, spares
+    the savepoint a caught IntegrityError would need (two more round trips for every adoption).
     """
-    appointment = VetAppointment(adoption=adoption, shelter_id=adoption.shelter_id, starts_at=slot)
+    appointment = VetAppointment(
+        adoption=adoption, shelter_id=adoption.shelter_id, starts_at=slot, ends_at=slot + length
+    )
     inserted = insert(
         VetAppointment,
         _BOOKED_FIELDS,
         [appointment],
-        on_conflict="ON CONFLICT (shelter_id, starts_at) DO NOTHING",
+        on_conflict="ON CONFLICT DO NOTHING",
         returning="id",
     )
-    if not inserted:
-        return None
+    if not inserted:  # the slot was taken, or (a step run twice at once) this adoption booked
+        return VetAppointment.objects.filter(adoption=adoption).first()
     [(appointment.id,)] = inserted
     return saved(appointment)
 

@@ -138,11 +138,16 @@ class IdempotentRequest(models.Model):
 
 
 class VetAppointment(models.Model):
-    """The first vet visit: one slot of the shelter's calendar, never two in one slot."""
+    """The first vet visit: one slot of the shelter's calendar, never two in one slot.
+
+    On PostgreSQL no two visits of a shelter overlap either (an exclusion constraint,
+    migration 0005): staff may change the hours or the slot length after visits are booked.
+    """
 
     adoption = models.OneToOneField(Adoption, on_delete=models.PROTECT, related_name="vet_appointment")
     shelter = models.ForeignKey(Shelter, on_delete=models.PROTECT, related_name="vet_appointments")
     starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()  # the slot's length when it was booked
 
     class Meta:
         ordering = ["starts_at"]

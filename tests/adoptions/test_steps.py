@@ -239,10 +239,12 @@ def test_a_slot_booked_after_the_calendar_was_read_goes_to_the_next_one(shelter,
     rival, ours = [adopt(register_pet(shelter=shelter, name=f"P{i}"), CustomerFactory()) for i in range(2)]
     book = aftercare._book
 
-    def rival_books_first(adoption, slot):  # between our read of the calendar and our insert
+    def rival_books_first(adoption, slot, length):  # between our read of the calendar and our insert
         if not VetAppointment.objects.exists():
-            VetAppointment.objects.create(adoption=rival, shelter=shelter, starts_at=slot)
-        return book(adoption, slot)
+            VetAppointment.objects.create(
+                adoption=rival, shelter=shelter, starts_at=slot, ends_at=slot + length
+            )
+        return book(adoption, slot, length)
 
     monkeypatch.setattr(aftercare, "_book", rival_books_first)
     result = run_steps(ours, {"adoptions.vet_appointment"})
@@ -251,6 +253,48 @@ def test_a_slot_booked_after_the_calendar_was_read_goes_to_the_next_one(shelter,
     our_slot = VetAppointment.objects.get(adoption=ours).starts_at
     assert result == {"adoptions.vet_appointment": "succeeded"}
     assert our_slot - rival_slot == datetime.timedelta(minutes=shelter.vet_slot_minutes)
+
+
+def test_after_the_slot_length_changes_a_visit_never_overlaps_one_booked_before(shelter):
+    early, late, ours = [
+        adopt(register_pet(shelter=shelter, name=f"P{i}"), CustomerFactory()) for i in range(3)
+    ]
+    for adoption in (early, late):  # 9:00-9:30 and 9:30-10:00 on the first day
+        run_steps(adoption, {"adoptions.vet_appointment"})
+    nine = VetAppointment.objects.get(adoption=early).starts_at
+    shelter.vet_slot_minutes = 45  # slots now start at 9:00, 9:45, 10:30…
+    shelter.save()
+
+    run_steps(ours, {"adoptions.vet_appointment"})
+
+    visit = VetAppointment.objects.get(adoption=ours)
+    assert visit.starts_at == nine + datetime.timedelta(minutes=90)  # 9:45 would overlap 9:30-10:00
+    assert visit.ends_at - visit.starts_at == datetime.timedelta(minutes=45)
+
+
+def test_the_database_refuses_two_overlapping_visits_of_one_shelter(require_postgres, shelter):
+    """What keeps concurrent bookings apart when their starts differ (an exclusion constraint)."""
+    first, second = [adopt(register_pet(shelter=shelter, name=f"P{i}"), CustomerFactory()) for i in range(2)]
+    nine = datetime.datetime(2026, 3, 16, 9, 0, tzinfo=datetime.UTC)
+    VetAppointment.objects.create(
+        adoption=first, shelter=shelter, starts_at=nine, ends_at=nine + datetime.timedelta(minutes=30)
+    )
+    quarter_past = nine + datetime.timedelta(minutes=15)
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        VetAppointment.objects.create(
+            adoption=second,
+            shelter=shelter,
+            starts_at=quarter_past,
+            ends_at=quarter_past + datetime.timedelta(minutes=30),
+        )
+    half_past = nine + datetime.timedelta(minutes=30)  # right after it: fine
+    VetAppointment.objects.create(
+        adoption=second,
+        shelter=shelter,
+        starts_at=half_past,
+        ends_at=half_past + datetime.timedelta(minutes=30),
+    )
 
 
 def test_hours_with_no_vet_slot_make_the_step_dead_at_once(shelter, customer):
