@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, F, OuterRef, Subquery
+from django.db.models import Count, Exists, F, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from events.models import Delivery
+from events import outbox
+from events.handlers import handlers_for
+from events.models import Delivery, OutboxMessage
 from petstore.chores import chore, purge_older_than
 
 from . import services
@@ -54,3 +57,48 @@ def recount_adoption_steps(*, settled_for_seconds: int = 60, batch_size: int = 1
     if not statuses:
         return None
     return f"recounted {len(statuses)} adoptions: {statuses.count(Adoption.Status.COMPLETED)} completed"
+
+
+@chore
+def resend_unstarted_steps(*, batch_size: int = 100) -> str | None:
+    """Send again the steps that no worker has started, ADOPTION_STEP_RESEND_MINUTES on.
+
+    A step's task can vanish without a trace: a worker still running the code from before a
+    step was added discards the task it does not know ("unregistered task"), and a RabbitMQ
+    node that dies without replicas loses what its queues held. Every step a worker starts
+    leaves a delivery record; an adoption still processing that long after it began with
+    fewer records than steps gets the missing ones sent again, at most once per that time.
+    A copy that was only slow is harmless: the delivery's inbox runs a step once.
+    """
+    waited = timezone.now() - timedelta(minutes=settings.ADOPTION_STEP_RESEND_MINUTES)
+    steps = handlers_for("PetAdopted")
+    recorded = (
+        Delivery.objects.filter(event_id=OuterRef("adopted_event_id"))
+        .order_by()
+        .values("event_id")
+        .annotate(n=Count("id"))
+        .values("n")
+    )
+    unpublished = OutboxMessage.objects.filter(
+        event_id=OuterRef("adopted_event_id"), handler="", published_at__isnull=True
+    )
+    short = (
+        Adoption.objects.filter(status=Adoption.Status.PROCESSING, created_at__lt=waited)
+        .annotate(recorded=Coalesce(Subquery(recorded), 0))
+        .filter(recorded__lt=len(steps))
+        .exclude(Exists(unpublished))  # not even published yet: the relay's to send, not ours
+        .values_list("adopted_event_id", flat=True)[:batch_size]
+    )
+    resent = 0
+    for event_id in short:
+        started = set(Delivery.objects.filter(event_id=event_id).values_list("handler", flat=True))
+        just_resent = set(
+            OutboxMessage.objects.filter(event_id=event_id, created_at__gte=waited)
+            .exclude(handler="")
+            .values_list("handler", flat=True)
+        )
+        for step in steps:
+            if step.name not in started | just_resent:
+                outbox.enqueue_handler(step, event_id, at=timezone.now())
+                resent += 1
+    return f"sent {resent} steps again that no worker had started" if resent else None

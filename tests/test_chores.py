@@ -9,12 +9,12 @@ from django.db.models import F
 from django.utils import timezone
 
 from adoptions import services
-from adoptions.chores import recount_adoption_steps
+from adoptions.chores import recount_adoption_steps, resend_unstarted_steps
 from adoptions.models import Adoption, IdempotentRequest
 from events.context import CommandContext
 from events.delivery import deliver
 from events.handlers import handlers_for
-from events.models import StoredEvent
+from events.models import OutboxMessage, StoredEvent
 from petstore import chores
 from tests.factories import register_pet
 
@@ -92,3 +92,31 @@ def test_an_adoption_whose_steps_were_not_all_counted_is_recounted_and_completed
     assert StoredEvent.objects.filter(event_type="AdoptionCompleted").count() == 1
     assert report == "recounted 1 adoptions: 1 completed"
     assert recount_adoption_steps() is None  # nothing left to recount
+
+
+def test_steps_no_worker_started_are_sent_again_once_and_then_complete_the_adoption(
+    pet, customer, settings, tmp_path
+):
+    settings.MEDIA_ROOT = tmp_path
+    started = services.pet_adopt(pet_id=pet.id, customer=customer, context=CommandContext.system())
+    event_id = started.adoption.adopted_event_id
+    adoption = Adoption.objects.filter(pk=started.adoption.pk)
+    *ran, lost_one, lost_two = handlers_for("PetAdopted")
+    for handler in ran:  # the other two tasks vanished (say, an old worker discarded them)
+        deliver(handler.name, event_id)
+    resent = OutboxMessage.objects.exclude(handler="")
+
+    assert resend_unstarted_steps() is None  # begun a moment ago: its tasks may still be queued
+    adoption.update(created_at=timezone.now() - timedelta(minutes=20))
+    assert resend_unstarted_steps() is None  # the relay has not published the event yet
+    OutboxMessage.objects.update(published_at=timezone.now())
+
+    assert resend_unstarted_steps() == "sent 2 steps again that no worker had started"
+    assert sorted(resent.values_list("handler", flat=True)) == sorted([lost_one.name, lost_two.name])
+    assert resend_unstarted_steps() is None  # once per ADOPTION_STEP_RESEND_MINUTES
+
+    for row in resent:  # a worker runs them: the adoption completes
+        deliver(row.handler, event_id)
+    assert adoption.get().status == "completed"
+    resent.update(created_at=timezone.now() - timedelta(minutes=30))
+    assert resend_unstarted_steps() is None  # nothing missing any more

@@ -298,6 +298,9 @@ RELAY_CHORES_SECONDS = env.float("RELAY_CHORES_SECONDS", default=30.0)
 # Published outbox rows are deleted this long after the broker confirmed them (the event log
 # keeps every event forever); 0 keeps them all.
 OUTBOX_KEEP_PUBLISHED_DAYS = env.float("OUTBOX_KEEP_PUBLISHED_DAYS", default=7.0)
+# An adoption step no worker has started this many minutes after its adoption began is sent
+# again (its task was lost: adoptions.chores.resend_unstarted_steps).
+ADOPTION_STEP_RESEND_MINUTES = env.float("ADOPTION_STEP_RESEND_MINUTES", default=15.0)
 # Answers kept for Idempotency-Key retries are forgotten after this many hours; 0 keeps them.
 IDEMPOTENCY_KEEP_HOURS = env.float("IDEMPOTENCY_KEEP_HOURS", default=24.0)
 
