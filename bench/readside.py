@@ -16,7 +16,8 @@ from .harness import log
 SHELTERS = 50
 SEED_CHUNK = 1000  # events per writing transaction
 SEED_TABLE = "bench_seed_events"
-#: Everything the commands and projectors write; TRUNCATE, because the log refuses DELETE.
+#: Everything the commands and projectors write; TRUNCATE, because the log refuses DELETE
+#: (and TRUNCATE too, unless the session says petstore.erase_event_log = on).
 WRITTEN_TABLES = (
     "event_log",
     "event_snapshot",
@@ -36,7 +37,9 @@ def fresh_log() -> None:
     from django.db import connection
 
     with connection.cursor() as cursor:
+        cursor.execute("SET petstore.erase_event_log = on")  # the log refuses TRUNCATE otherwise
         cursor.execute(f"TRUNCATE {', '.join(WRITTEN_TABLES)} CASCADE")
+        cursor.execute("RESET petstore.erase_event_log")
 
 
 def shelters(count: int = SHELTERS) -> list[uuid.UUID]:

@@ -179,6 +179,32 @@ def test_the_database_refuses_to_delete_events(require_postgres):
         cursor.execute("DELETE FROM event_log WHERE position = %s", [row.position])
 
 
+@pytest.mark.django_db(transaction=True)  # the test's own transaction would hold TRUNCATE's lock
+def test_the_database_refuses_to_truncate_the_log_unless_the_session_says_it_means_it(require_postgres):
+    """Row triggers never see TRUNCATE: a statement trigger refuses it. The test database's own
+    connections set petstore.erase_event_log (petstore/settings/test.py) to flush between tests."""
+    import psycopg
+    from django.conf import settings
+
+    pets.save(new_pet(), metadata=META)
+    params = connection.get_connection_params()
+    params.pop("options", None)  # a session like the product's: nothing said
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    params.pop("prepare_threshold", None)
+    with psycopg.connect(**params) as plain:
+        plain.execute("SET lock_timeout = '5s'")  # a lock held elsewhere fails the test, not hangs it
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="TRUNCATE refused"):
+            plain.execute("TRUNCATE event_log")
+        plain.rollback()
+        plain.execute("SET lock_timeout = '5s'")
+        plain.execute("SET petstore.erase_event_log = on")
+        plain.execute("TRUNCATE event_log")  # refused only by the trigger: now it goes through
+        plain.rollback()  # leave the test's event in place
+    assert StoredEvent.objects.count() == 1
+    assert "petstore.erase_event_log=on" in settings.DATABASES["default"]["OPTIONS"]["options"]
+
+
 def read_all_eventually(count: int, timeout: float = 10.0) -> list:
     """Read the log until `count` events are visible.
 
