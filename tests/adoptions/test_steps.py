@@ -5,6 +5,7 @@ import datetime
 import functools
 import importlib
 import threading
+import types
 
 import pytest
 from django.core import mail
@@ -408,3 +409,60 @@ def test_the_migration_counts_the_steps_of_adoptions_begun_before_the_counter(pe
 
     assert Adoption.objects.get(pk=counted.pk).steps_succeeded == 2
     assert Adoption.objects.get(pk=untouched.pk).steps_succeeded == 0
+
+
+def test_the_migration_gives_visits_booked_before_an_end_that_overlaps_none(require_postgres, shelter):
+    """Migration adoptions 0005 on a populated table: today's slot length is longer than the
+    one the visits were booked with, so each end is cut where the shelter's next visit starts,
+    and the overlap constraint can then be added."""
+    migration = importlib.import_module("adoptions.migrations.0005_vet_appointment_ends_at")
+    first, second, third = [
+        adopt(register_pet(shelter=shelter, name=f"P{i}"), CustomerFactory()) for i in range(3)
+    ]
+    nine = datetime.datetime(2026, 3, 16, 9, 0, tzinfo=datetime.UTC)
+    starts = {
+        first: nine,
+        second: nine + datetime.timedelta(minutes=30),
+        third: nine + datetime.timedelta(hours=3),
+    }
+    for adoption, start in starts.items():  # booked under 30-minute slots
+        VetAppointment.objects.create(
+            adoption=adoption,
+            shelter=shelter,
+            starts_at=start,
+            ends_at=start + datetime.timedelta(minutes=30),
+        )
+    shelter.vet_slot_minutes = 45
+    shelter.save()
+    with connection.cursor() as cursor:  # as before the migration: no ends, no constraint
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # check this test's rows now: ALTER needs that
+        cursor.execute(migration.ALLOW_OVERLAPS)
+        cursor.execute("ALTER TABLE adoptions_vetappointment ALTER COLUMN ends_at DROP NOT NULL")
+        cursor.execute("UPDATE adoptions_vetappointment SET ends_at = NULL")
+
+        cursor.execute(migration.BACKFILL_POSTGRES)
+        cursor.execute(migration.EXCLUDE_OVERLAPS)  # fails if any two visits overlap
+
+    ends = {a: VetAppointment.objects.get(adoption=a).ends_at - starts[a] for a in starts}
+    minutes = datetime.timedelta(minutes=1)
+    assert ends == {first: 30 * minutes, second: 45 * minutes, third: 45 * minutes}
+
+
+def test_the_migrations_python_backfill_cuts_ends_the_same_way(shelter):
+    """The backfill's path for databases other than PostgreSQL (SQLite: no window UPDATE)."""
+    from django.apps import apps
+
+    migration = importlib.import_module("adoptions.migrations.0005_vet_appointment_ends_at")
+    adoptions = [adopt(register_pet(shelter=shelter, name=f"P{i}"), CustomerFactory()) for i in range(2)]
+    nine = datetime.datetime(2026, 3, 16, 9, 0, tzinfo=datetime.UTC)
+    for index, adoption in enumerate(adoptions):
+        start = nine + index * datetime.timedelta(minutes=30)
+        VetAppointment.objects.create(adoption=adoption, shelter=shelter, starts_at=start, ends_at=start)
+    shelter.vet_slot_minutes = 45
+    shelter.save()
+    not_postgres = types.SimpleNamespace(connection=types.SimpleNamespace(vendor="sqlite"))
+
+    migration.ends_from_the_slot_length(apps, not_postgres)
+
+    lengths = [v.ends_at - v.starts_at for v in VetAppointment.objects.order_by("starts_at")]
+    assert lengths == [datetime.timedelta(minutes=30), datetime.timedelta(minutes=45)]
