@@ -67,7 +67,7 @@ def resend_unstarted_steps(*, batch_size: int = 100) -> str | None:
     step was added discards the task it does not know ("unregistered task"), and a RabbitMQ
     node that dies without replicas loses what its queues held. Every step a worker starts
     leaves a delivery record; an adoption still processing that long after it began with
-    fewer records than steps gets the missing ones sent again, at most once per that time.
+    fewer records than steps gets the missing ones sent again, at most once in that time.
     A copy that was only slow is harmless: the delivery's inbox runs a step once.
     """
     waited = timezone.now() - timedelta(minutes=settings.ADOPTION_STEP_RESEND_MINUTES)
@@ -79,26 +79,24 @@ def resend_unstarted_steps(*, batch_size: int = 100) -> str | None:
         .annotate(n=Count("id"))
         .values("n")
     )
-    unpublished = OutboxMessage.objects.filter(
-        event_id=OuterRef("adopted_event_id"), handler="", published_at__isnull=True
-    )
+    event_rows = OutboxMessage.objects.filter(event_id=OuterRef("adopted_event_id"))
     short = (
-        Adoption.objects.filter(status=Adoption.Status.PROCESSING, created_at__lt=waited)
+        Adoption.objects.filter(
+            status=Adoption.Status.PROCESSING, created_at__lt=waited, adopted_event_id__isnull=False
+        )
         .annotate(recorded=Coalesce(Subquery(recorded), 0))
         .filter(recorded__lt=len(steps))
-        .exclude(Exists(unpublished))  # not even published yet: the relay's to send, not ours
+        # Not published yet: the relay's to send, not ours. Sent again lately: give it time.
+        .exclude(Exists(event_rows.filter(handler="", published_at__isnull=True)))
+        .exclude(Exists(event_rows.exclude(handler="").filter(created_at__gte=waited)))
+        .order_by("created_at")  # oldest first: none waits behind newer ones
         .values_list("adopted_event_id", flat=True)[:batch_size]
     )
     resent = 0
     for event_id in short:
         started = set(Delivery.objects.filter(event_id=event_id).values_list("handler", flat=True))
-        just_resent = set(
-            OutboxMessage.objects.filter(event_id=event_id, created_at__gte=waited)
-            .exclude(handler="")
-            .values_list("handler", flat=True)
-        )
         for step in steps:
-            if step.name not in started | just_resent:
+            if step.name not in started:
                 outbox.enqueue_handler(step, event_id, at=timezone.now())
                 resent += 1
     return f"sent {resent} steps again that no worker had started" if resent else None

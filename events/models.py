@@ -121,7 +121,10 @@ class OutboxMessage(models.Model):
                 fields=["available_at", "id"],
                 name="outbox_pending",
                 condition=models.Q(published_at__isnull=True),
-            )
+            ),
+            # A handler's own rows (retries, redrives, resends) of an event: few, looked up by
+            # adoptions.chores.resend_unstarted_steps.
+            models.Index(fields=["event_id"], name="outbox_handler_rows", condition=~models.Q(handler="")),
         ]
 
     def __str__(self) -> str:

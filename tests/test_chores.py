@@ -120,3 +120,14 @@ def test_steps_no_worker_started_are_sent_again_once_and_then_complete_the_adopt
     assert adoption.get().status == "completed"
     resent.update(created_at=timezone.now() - timedelta(minutes=30))
     assert resend_unstarted_steps() is None  # nothing missing any more
+
+
+def test_an_adoption_from_before_adoptions_named_their_event_is_left_alone(pet, customer):
+    started = services.pet_adopt(pet_id=pet.id, customer=customer, context=CommandContext.system())
+    OutboxMessage.objects.update(published_at=timezone.now())
+    Adoption.objects.filter(pk=started.adoption.pk).update(
+        adopted_event_id=None, created_at=timezone.now() - timedelta(hours=1)
+    )
+
+    assert resend_unstarted_steps() is None  # nothing to send it against, and no error
+    assert not OutboxMessage.objects.exclude(handler="").exists()
