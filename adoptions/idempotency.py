@@ -73,7 +73,10 @@ def idempotent(handler):
                 else:  # failures are not remembered: the client may fix and retry
                     transaction.set_rollback(True)
         except IntegrityError:  # without the lock (SQLite), a twin with the same key committed first
-            return _replay(IdempotentRequest.objects.get(user=request.user, key=key), fingerprint)
+            record = IdempotentRequest.objects.filter(user=request.user, key=key).first()
+            if record is None:  # the command's own error, not a twin's answer
+                raise
+            return _replay(record, fingerprint)
         return response
 
     return wrapper

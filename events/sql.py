@@ -83,7 +83,7 @@ def get_with_related(model: type[M], pk, related: list[str]) -> M:
     is cached as None when there is no such row, so reading it raises DoesNotExist).
     """
     db = connections[DEFAULT_DB_ALIAS]
-    sql, hops = _joined_select(db, model, tuple(related))
+    sql, hops = _joined_select(db.vendor, model, tuple(related))
     with db.cursor() as cursor:
         cursor.execute(sql, [model._meta.pk.get_db_prep_value(pk, db)])
         row = cursor.fetchone()
@@ -115,9 +115,9 @@ class _Hop(NamedTuple):
 
 
 @lru_cache(maxsize=64)
-def _joined_select(db, model: type[Model], related: tuple[str, ...]) -> tuple[str, tuple[_Hop, ...]]:
-    """The SELECT of get_with_related and its hops, built once per connection and paths."""
-    quote = db.ops.quote_name
+def _joined_select(vendor: str, model: type[Model], related: tuple[str, ...]) -> tuple[str, tuple[_Hop, ...]]:
+    """The SELECT of get_with_related and its hops, built once per database vendor and paths."""
+    quote = connections[DEFAULT_DB_ALIAS].ops.quote_name  # the same for every connection of a vendor
     hops, by_path, joins = [_Hop(model, None, None, False)], {"": 0}, []
     for path in related:
         parts = path.split("__")
@@ -131,6 +131,8 @@ def _joined_select(db, model: type[Model], related: tuple[str, ...]) -> tuple[st
             outer = link.one_to_one and not link.concrete  # a reverse one-to-one
             if not (forward or outer):
                 raise ValueError(f"{path}: only non-null foreign keys and reverse one-to-ones")
+            if hops[parent].outer:  # an inner join below a left join would drop the whole row
+                raise ValueError(f"{path}: nothing can follow a reverse one-to-one")
             target = link.related_model
             alias, parent_alias = f"r{len(hops)}", f"r{parent}"
             if outer:  # the target's one-to-one field points back at the parent

@@ -52,8 +52,8 @@ class WroteTooEarly(ConcurrencyConflict):
     """The appending transaction took its id before the stream's previous event committed.
 
     Readers follow the log in transaction-id order, so this event would reach them before the
-    one it follows. It happens when a transaction writes something before it loads the stream
-    (load first, then write); nothing is recorded, and the command can be retried at once.
+    one it follows. It happens when a transaction writes (or locks a row) before it loads the
+    stream: load first, then write. Nothing is recorded, and the command can be retried at once.
     """
 
     def __init__(self, stream_id: UUID, version: int) -> None:
@@ -125,6 +125,9 @@ _INSERTED_FIELDS = [
 def _insert(rows: list[StoredEvent]) -> bool:
     """Insert the rows unless a (stream, version) is taken; return whether they went in.
 
+    Raises WroteTooEarly (the rows rolled back) when the transaction is older than the
+    writer of the stream's previous version (see _PREVIOUS_WRITER).
+
     ON CONFLICT DO NOTHING spares the savepoint a caught IntegrityError would need (two round
     trips per command). Several rows go in under a savepoint, so a conflict on one of them
     never leaves the others behind.
@@ -153,8 +156,9 @@ def _insert(rows: list[StoredEvent]) -> bool:
 
 
 # The id of the transaction that wrote the stream's previous version. A transaction gets its
-# id at its first write; one that loads the stream first always gets a newer id than the
-# writer of what it loaded, so readers, who follow transaction ids, see the stream in order.
+# id at its first write (or row lock: SELECT … FOR UPDATE takes one too); one that loads the
+# stream before either always gets a newer id than the writer of what it loaded, so readers,
+# who follow transaction ids, see the stream in order.
 _PREVIOUS_WRITER = (
     "(SELECT previous.transaction_id FROM event_log previous"
     " WHERE previous.stream_id = event_log.stream_id"

@@ -27,7 +27,9 @@ from uuid import UUID
 
 from django import db
 from django.db import connection, models, transaction
+from django.db.models import Value
 from django.db.models.expressions import RawSQL
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from events.store import LogPosition, LogRow, RecordedEvent, events_after, read_all
@@ -334,16 +336,21 @@ def skip_or_stop(projection: Projection, failure: ProjectionFailed, *, generatio
     if projection.on_error != "dead_letter":
         raise failure
     logger.error("projection %s skipped %s", projection.name, failure)
-    ProjectionDeadLetter.objects.update_or_create(
-        projection=projection.name,
-        event_id=failure.row.event_id,
-        defaults={
-            "position": failure.row.position,
-            "event_type": failure.row.event_type,
-            "error": str(failure),
-            "generation": generation,
-        },
-    )
+    listed = ProjectionDeadLetter.objects.filter(projection=projection.name, event_id=failure.row.event_id)
+    # Never back to an older generation: the live tables still failing on an event a rebuild
+    # also skipped must not make the swap forget it.
+    newest = Greatest(Coalesce("generation", Value(0)), Value(generation))
+    if not listed.update(error=str(failure), generation=newest):
+        ProjectionDeadLetter.objects.get_or_create(
+            projection=projection.name,
+            event_id=failure.row.event_id,
+            defaults={
+                "position": failure.row.position,
+                "event_type": failure.row.event_type,
+                "error": str(failure),
+                "generation": generation,
+            },
+        )
 
 
 def _apply(projection: Projection, rows: list[LogRow], batch: Batch, skip: Collection[UUID] = ()) -> None:

@@ -143,9 +143,13 @@ def test_get_with_related_follows_paths_and_reverse_one_to_ones(customer, django
 
 
 def test_get_with_related_refuses_relations_it_cannot_join_the_way_select_related_would():
+    from rest_framework.authtoken.models import Token
+
     from adoptions.models import Adoption, Shelter
 
     with pytest.raises(ValueError, match="completed_at"):
         sql.get_with_related(Adoption, uuid.uuid4(), ["completed_at"])
     with pytest.raises(ValueError, match="adoptions"):
         sql.get_with_related(Shelter, uuid.uuid4(), ["adoptions"])
+    with pytest.raises(ValueError, match="nothing can follow"):  # would be an inner join below a left one
+        sql.get_with_related(Token, "k", ["user", "user__customer", "user__customer__user"])

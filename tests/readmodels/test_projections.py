@@ -322,7 +322,7 @@ def test_re_applying_from_a_point_stops_at_an_event_it_cannot_apply_or_skips_it(
     catch_up_all()
     fail_on_pets_named({"Bad"}, monkeypatch)
 
-    with pytest.raises(CommandError, match="cannot list Bad"):
+    with pytest.raises(CommandError, match="cannot list Bad.*--from-position"):
         call_command("replay_events", projection="available_pets", from_position=1, stdout=StringIO())
 
     monkeypatch.setattr(available_pets, "on_error", "dead_letter")
@@ -419,3 +419,17 @@ def test_a_rebuild_refuses_to_run_inside_a_transaction(shelter):
     register_pet(shelter=shelter, name="Old")
     with transaction.atomic(), pytest.raises(TransactionManagementError, match="outside a transaction"):
         rebuild(available_pets)
+
+
+def test_a_dead_letter_keeps_the_newest_generation_that_skipped_it(shelter, monkeypatch):
+    """A rebuild (generation 2) and the live tables (1) both skip an event: at the swap it must
+    still be listed, so the live tables' later failure may not lower its generation."""
+    register_pet(shelter=shelter, name="Bad")
+    [row] = wait_until(read_all, timeout=10, what="the event to be readable")
+    failure = ProjectionFailed(row, ValueError("cannot list Bad"))
+    monkeypatch.setattr(available_pets, "on_error", "dead_letter")
+
+    projector.skip_or_stop(available_pets, failure, generation=2)
+    projector.skip_or_stop(available_pets, failure, generation=1)
+
+    assert list(ProjectionDeadLetter.objects.values_list("generation", flat=True)) == [2]

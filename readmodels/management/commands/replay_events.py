@@ -52,9 +52,14 @@ class Command(BaseCommand):
             after = self._start(from_position, since)
             replayed = replay_from(target, after=after, batch_size=batch_size)
         except ProjectionFailed as failure:
+            go_on = (
+                "run the command again: the rebuild goes on from where it stopped"
+                if from_position is None and since is None
+                else f"go on with --from-position {failure.row.position}"
+            )
             raise CommandError(
-                f"{projection} stopped on {failure}. What was replayed before it is kept:"
-                " fix the projection and run the command again to go on from there."
+                f"{projection} stopped on {failure}. What was replayed before it is kept;"
+                f" fix the projection, then {go_on}."
             ) from None
         except ValueError as error:
             raise CommandError(str(error)) from None
