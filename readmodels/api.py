@@ -189,16 +189,12 @@ class AvailablePetsView(APIView):
         params = query_params(AvailablePetsQuery, request)
         if (behind := caught_up_or_503(["available_pets"], params.get("min_position"))) is not None:
             return behind
+        position = selectors.projection_position("available_pets")  # before the rows
         pets = selectors.available_pet_list(
             species=params.get("species"), max_age=params.get("max_age"), shelter_id=params.get("shelter_id")
         )
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(pets, request, view=self)
-        position = selectors.page_position(page)  # read with the rows
-        if position is None:  # an empty page carries none: read it, then the rows again after it
-            position = selectors.projection_position("available_pets")
-            page = paginator.paginate_queryset(pets, request, view=self)
-            position = selectors.page_position(page) or position
         response = paginator.get_paginated_response(selectors.with_days_available(page))
         return with_position(response, position)
 

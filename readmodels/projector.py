@@ -314,14 +314,6 @@ _LIVE_GENERATION = (
 )
 
 
-def position_of(name: str) -> RawSQL:
-    """The projection's position as a subquery: a query's rows can carry it (one snapshot)."""
-    return RawSQL(_POSITION, [name], output_field=models.BigIntegerField())
-
-
-_POSITION = f"SELECT position FROM {ProjectionState._meta.db_table} WHERE name = %s"
-
-
 def live_generation(name: str) -> int:
     return state_of(name).generation
 

@@ -13,7 +13,7 @@ from events import sql
 from events.store import LogPosition, log_position_of
 
 from .models import AdoptionHistoryEntry, PetListing, ProjectionState, ShelterDashboard
-from .projector import live_generation_of, position_of
+from .projector import live_generation_of
 
 #: What a listing shows; days available are added from available_since at query time.
 LISTING_FIELDS = (
@@ -43,24 +43,13 @@ def available_pet_list(
         pets = pets.filter(age__lte=max_age)
     if shelter_id:
         pets = pets.filter(shelter_id=shelter_id)
-    # Each row carries the projection's position, read in the same statement (one snapshot):
-    # exactly as new as the rows, and no second round trip (page_position takes it off).
-    pets = pets.annotate(projection_position=position_of("available_pets"))
-    return pets.order_by("available_since", "pet_id").values(*LISTING_FIELDS, "projection_position")
-
-
-def page_position(listings: list[dict]) -> int | None:
-    """Take the projection's position off the page's rows; None for an empty page."""
-    positions = [listing.pop("projection_position") for listing in listings]
-    return positions[0] if positions else None
+    return pets.order_by("available_since", "pet_id").values(*LISTING_FIELDS)
 
 
 def with_days_available(listings: list[dict]) -> list[dict]:
     """Count each listed pet's days available now: stored, it would be wrong tomorrow."""
     now = timezone.now()
-    for listing in listings:
-        listing["days_available"] = (now - listing["available_since"]).days
-    return listings
+    return [{**listing, "days_available": (now - listing["available_since"]).days} for listing in listings]
 
 
 def adoption_history_list(*, pet_id: UUID) -> QuerySet[AdoptionHistoryEntry]:

@@ -68,10 +68,9 @@ def test_a_listing_has_exactly_the_documented_fields_in_their_documented_form(ap
         ("/api/queries/shelter-dashboard", "readmodels_shelterdashboard"),
     ],
 )
-def test_the_position_header_is_read_before_the_rows_or_with_them(admin_client, shelter, path, rows_table):
-    """Rows read after the position (or in the same statement) are at least that new: the
-    header never claims an event the answer does not show, even when the projector commits
-    between two reads."""
+def test_the_position_header_is_read_before_the_rows(admin_client, shelter, path, rows_table):
+    """Rows read after the position are at least that new: the header never claims an event
+    the answer does not show, even when the projector commits between the two reads."""
     register_pet(shelter=shelter)
     catch_up_all()
 
@@ -79,32 +78,10 @@ def test_the_position_header_is_read_before_the_rows_or_with_them(admin_client, 
         response = admin_client.get(path)
 
     sql = [q["sql"] for q in queries.captured_queries]
-    reads_position = re.compile(r'SELECT ("\w+".)?"?position"? FROM "?readmodels_projectionstate"?')
-    position_read = next(i for i, q in enumerate(sql) if reads_position.search(q))
+    reads_position = re.compile(r'SELECT ("\w+".)?"position" FROM "readmodels_projectionstate"')
+    position_read = next(i for i, q in enumerate(sql) if reads_position.match(q))
     rows_read = next(i for i, q in enumerate(sql) if f'FROM "{rows_table}"' in q)
-    assert response.status_code == 200 and position_read <= rows_read
-    assert response["X-Projection-Position"] == str(state_of(rows_table_projection(rows_table)).position)
-
-
-def rows_table_projection(rows_table: str) -> str:
-    return {"readmodels_petlisting": "available_pets", "readmodels_shelterdashboard": "shelter_dashboard"}[
-        rows_table
-    ]
-
-
-def test_an_empty_page_still_names_the_position_read_before_its_rows(api_client, shelter):
-    register_pet(shelter=shelter, name="Solo", species="dog")
-    catch_up_all()
-
-    with CaptureQueriesContext(connection) as queries:
-        response = api_client.get("/api/queries/available-pets", {"species": "bird"})
-
-    assert response.status_code == 200 and response.json()["results"] == []
-    assert response["X-Projection-Position"] == str(state_of("available_pets").position)
-    sql = [q["sql"] for q in queries.captured_queries]
-    listing_reads = [i for i, q in enumerate(sql) if 'FROM "readmodels_petlisting"' in q]
-    position_reads = [i for i, q in enumerate(sql) if q.startswith('SELECT "position" FROM')]
-    assert len(listing_reads) == 2 and listing_reads[0] < position_reads[0] < listing_reads[1]
+    assert response.status_code == 200 and position_read < rows_read
 
 
 def test_adopted_pets_leave_the_list_and_returned_ones_come_back(
