@@ -28,3 +28,11 @@ def test_compose_runs_the_procfiles_processes():
     services = compose_services()
     for name in procfile:
         assert name in services, name
+
+
+def test_procfile_web_listens_on_port_default_8000():
+    procfile = dict(
+        line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip()
+    )
+    assert "--bind 0.0.0.0:${PORT:-8000}" in procfile["web"]
+    assert set(procfile) >= {"web", "worker", "relay"}

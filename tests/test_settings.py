@@ -258,3 +258,54 @@ def test_a_statement_run_often_is_prepared_on_postgresql(require_postgres):
         prepared = [row[0] for row in cursor.fetchall()]
 
     assert any("adoptions_shelter" in statement for statement in prepared)
+
+
+def email_settings(email_url: str) -> dict:
+    code = (
+        "from django.conf import settings as s; "
+        "print(json.dumps({'backend': s.EMAIL_BACKEND, 'path': getattr(s, 'EMAIL_FILE_PATH', None), "
+        "'host': s.EMAIL_HOST, 'port': s.EMAIL_PORT, 'tls': s.EMAIL_USE_TLS}, default=str))"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "petstore.settings.local", "EMAIL_URL": email_url}
+    result = subprocess.run(
+        [sys.executable, "-c", f"import django, json; django.setup(); {code}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize(
+    ("email_url", "expected"),
+    [
+        ("consolemail://", {"backend": "django.core.mail.backends.console.EmailBackend"}),
+        (
+            "filemail:///var/tmp/petstore-mail",
+            {"backend": "django.core.mail.backends.filebased.EmailBackend", "path": "/var/tmp/petstore-mail"},
+        ),
+        (
+            "smtp+tls://mailer:secret@smtp.example.org:587",
+            {
+                "backend": "django.core.mail.backends.smtp.EmailBackend",
+                "host": "smtp.example.org",
+                "port": 587,
+            },
+        ),
+    ],
+)
+def test_email_url_chooses_the_email_backend(email_url, expected):
+    configured = email_settings(email_url)
+
+    assert {key: configured[key] for key in expected} == expected
+    assert configured["tls"] is email_url.startswith("smtp+tls")
+
+
+def test_filemail_without_a_path_writes_under_var():
+    configured = email_settings("filemail://")
+
+    assert configured["backend"] == "django.core.mail.backends.filebased.EmailBackend"
+    assert configured["path"].endswith("/var/mail") and configured["path"].startswith("/")

@@ -156,6 +156,11 @@ STORAGES = {
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("API_MAX_BODY_BYTES", default=64 * 1024)
 
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
+if EMAIL_CONFIG["EMAIL_BACKEND"].endswith("filebased.EmailBackend"):
+    # django-environ reads filemail:///var/mail as the relative "var/mail"; the URL means /var/mail.
+    # With no path at all, the mails go under var/.
+    folder = EMAIL_CONFIG.get("EMAIL_FILE_PATH") or str(VAR_DIR / "mail")
+    EMAIL_CONFIG["EMAIL_FILE_PATH"] = folder if Path(folder).is_absolute() else f"/{folder}"
 vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="PetStore <adoptions@petstore.local>")
 

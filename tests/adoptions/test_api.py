@@ -385,3 +385,29 @@ def test_a_commands_events_carry_its_correlation_and_causation(customer_client, 
     assert str(uuid.UUID(first["causation_id"])) == first["causation_id"]  # a command id of its own
     assert second["causation_id"] == "retry-me-7"
     assert uuid.UUID(second["correlation_id"])  # none sent: a new one
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (
+            "/api/commands/register-pet",
+            lambda pet, shelter: {"name": "Twin", "species": "cat", "age": 2, "shelterId": str(shelter.id)},
+        ),
+        ("/api/commands/rename-pet", lambda pet, shelter: {"petId": str(pet.id), "newName": "Renamed"}),
+        ("/api/commands/return-pet", lambda pet, shelter: {"petId": str(pet.id), "reason": "allergies"}),
+    ],
+)
+def test_every_staff_command_records_once_under_one_idempotency_key(
+    staff_client, customer_client, pet, shelter, path, body
+):
+    if path.endswith("return-pet"):
+        adopt(customer_client, pet)
+    events_before = StoredEvent.objects.count()
+
+    first = staff_client.post(path, body(pet, shelter), format="json", HTTP_IDEMPOTENCY_KEY="staff-k-1")
+    retry = staff_client.post(path, body(pet, shelter), format="json", HTTP_IDEMPOTENCY_KEY="staff-k-1")
+
+    assert 200 <= first.status_code < 300 and retry.status_code == first.status_code
+    assert retry.json() == first.json() and retry["Idempotent-Replayed"] == "true"
+    assert StoredEvent.objects.count() == events_before + 1  # recorded once
