@@ -1,8 +1,10 @@
 """Publish outbox messages to the broker until stopped (the Procfile's `relay`)."""
 
+import os
 import signal
 import threading
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from events.relay import Relay
@@ -16,6 +18,8 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=None)
 
     def handle(self, *args, once: bool, batch_size: int | None, **options):
+        if settings.RELAY_NICE:  # behind requests on shared cores, as the worker (WORKER_NICE)
+            os.nice(settings.RELAY_NICE)
         relay = Relay(batch_size=batch_size)
         if once:
             sent = relay.drain()
