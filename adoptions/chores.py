@@ -28,6 +28,18 @@ def purge_expired_idempotency_keys() -> str | None:
     return f"forgot {purged} idempotency keys older than {keep}" if purged else None
 
 
+def _deliveries_of_the_adoption(**filters) -> Subquery:
+    """How many deliveries (matching `filters`) the outer adoption's PetAdopted event has."""
+    counted = (
+        Delivery.objects.filter(event_id=OuterRef("adopted_event_id"), **filters)
+        .order_by()
+        .values("event_id")
+        .annotate(n=Count("id"))
+        .values("n")
+    )
+    return Subquery(counted)
+
+
 @chore
 def recount_adoption_steps(*, settled_for_seconds: int = 60, batch_size: int = 100) -> str | None:
     """Recount the steps of adoptions still processing with more steps succeeded than counted.
@@ -37,19 +49,13 @@ def recount_adoption_steps(*, settled_for_seconds: int = 60, batch_size: int = 1
     upgrade) is not counted, and its adoption would never complete: this finds such
     adoptions, a minute on, and recounts them, which completes them.
     """
-    succeeded = (
-        Delivery.objects.filter(event_id=OuterRef("adopted_event_id"), status=Delivery.Status.SUCCEEDED)
-        .order_by()
-        .values("event_id")
-        .annotate(n=Count("id"))
-        .values("n")
-    )
+    succeeded = _deliveries_of_the_adoption(status=Delivery.Status.SUCCEEDED)
     miscounted = (
         Adoption.objects.filter(
             status=Adoption.Status.PROCESSING,
             created_at__lt=timezone.now() - timedelta(seconds=settled_for_seconds),
         )
-        .annotate(succeeded=Subquery(succeeded))
+        .annotate(succeeded=succeeded)
         .filter(succeeded__gt=F("steps_succeeded"))
         .values_list("adopted_event_id", flat=True)[:batch_size]
     )
@@ -72,19 +78,13 @@ def resend_unstarted_steps(*, batch_size: int = 100) -> str | None:
     """
     waited = timezone.now() - timedelta(minutes=settings.ADOPTION_STEP_RESEND_MINUTES)
     steps = handlers_for("PetAdopted")
-    recorded = (
-        Delivery.objects.filter(event_id=OuterRef("adopted_event_id"))
-        .order_by()
-        .values("event_id")
-        .annotate(n=Count("id"))
-        .values("n")
-    )
+    recorded = _deliveries_of_the_adoption()
     event_rows = OutboxMessage.objects.filter(event_id=OuterRef("adopted_event_id"))
     short = (
         Adoption.objects.filter(
             status=Adoption.Status.PROCESSING, created_at__lt=waited, adopted_event_id__isnull=False
         )
-        .annotate(recorded=Coalesce(Subquery(recorded), 0))
+        .annotate(recorded=Coalesce(recorded, 0))
         .filter(recorded__lt=len(steps))
         # Not published yet: the relay's to send, not ours. Sent again lately: give it time.
         .exclude(Exists(event_rows.filter(handler="", published_at__isnull=True)))

@@ -59,6 +59,12 @@ def adopter_or_staff(not_found: str) -> dict[str, Expected]:
     return _for(customer=ok, other_customer=hidden, shelter_staff=ok, other_staff=hidden, superuser=ok)
 
 
+def any_staff() -> dict[str, Expected]:
+    """Any shelter's staff and superusers (each sees their own shelters); customers may not."""
+    no, ok = (403, "forbidden"), (200, None)
+    return _for(customer=no, other_customer=no, shelter_staff=ok, other_staff=ok, superuser=ok)
+
+
 def everyone(status: int = 200, *, invalid_token: Expected = (401, "authentication_failed")) -> dict:
     return {role: (status, None) for role in ROLES} | {"invalid_token": invalid_token}
 
@@ -165,28 +171,10 @@ CASES = [
     ),
     Case("pet-events", "get", staff_only(200, refused="forbidden"), pet_kwargs),
     Case("adoption-history", "get", staff_only(200, refused="forbidden"), pet_kwargs),
-    Case(
-        "shelter-dashboard",
-        "get",
-        _for(
-            customer=(403, "forbidden"),
-            other_customer=(403, "forbidden"),
-            shelter_staff=(200, None),
-            other_staff=(200, None),  # its own shelter only: see the test below
-            superuser=(200, None),
-        ),
-    ),
-    Case(
-        "adoption-stats",
-        "get",
-        _for(
-            customer=(403, "forbidden"),
-            other_customer=(403, "forbidden"),
-            shelter_staff=(200, None),
-            other_staff=(200, None),  # its own shelters only (tests/readmodels/test_adoption_stats.py)
-            superuser=(200, None),
-        ),
-    ),
+    # Each staff member sees their own shelters only: see the test below, and
+    # tests/readmodels/test_adoption_stats.py.
+    Case("shelter-dashboard", "get", any_staff()),
+    Case("adoption-stats", "get", any_staff()),
     Case("available-pets", "get", everyone()),
     Case("asyncapi-yaml", "get", everyone()),
     Case("asyncapi-json", "get", everyone()),

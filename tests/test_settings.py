@@ -216,8 +216,9 @@ def test_production_settings_turn_on_https_secure_cookies_and_proxy_aware_thrott
     assert all(values.values()), values
 
 
-def database_options(**environ: str) -> dict:
-    code = "from django.conf import settings as s; print(json.dumps(s.DATABASES['default']['OPTIONS']))"
+def settings_json(expression: str, **environ: str):
+    """`expression` over the local settings `s`, evaluated in a fresh process with `environ`."""
+    code = f"from django.conf import settings as s; print(json.dumps({expression}, default=str))"
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "petstore.settings.local", **environ}
     result = subprocess.run(
         [sys.executable, "-c", f"import django, json; django.setup(); {code}"],
@@ -229,6 +230,10 @@ def database_options(**environ: str) -> dict:
         check=True,
     )
     return json.loads(result.stdout)
+
+
+def database_options(**environ: str) -> dict:
+    return settings_json("s.DATABASES['default']['OPTIONS']", **environ)
 
 
 def test_postgresql_connections_prepare_repeated_statements():
@@ -261,22 +266,11 @@ def test_a_statement_run_often_is_prepared_on_postgresql(require_postgres):
 
 
 def email_settings(email_url: str) -> dict:
-    code = (
-        "from django.conf import settings as s; "
-        "print(json.dumps({'backend': s.EMAIL_BACKEND, 'path': getattr(s, 'EMAIL_FILE_PATH', None), "
-        "'host': s.EMAIL_HOST, 'port': s.EMAIL_PORT, 'tls': s.EMAIL_USE_TLS}, default=str))"
+    return settings_json(
+        "{'backend': s.EMAIL_BACKEND, 'path': getattr(s, 'EMAIL_FILE_PATH', None),"
+        " 'host': s.EMAIL_HOST, 'port': s.EMAIL_PORT, 'tls': s.EMAIL_USE_TLS}",
+        EMAIL_URL=email_url,
     )
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "petstore.settings.local", "EMAIL_URL": email_url}
-    result = subprocess.run(
-        [sys.executable, "-c", f"import django, json; django.setup(); {code}"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return json.loads(result.stdout)
 
 
 @pytest.mark.parametrize(

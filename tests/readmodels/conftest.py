@@ -30,6 +30,20 @@ def project(timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
+def fail_on_pets_named(names: set[str], monkeypatch, *, message: str | None = None) -> Callable[[], None]:
+    """Make available_pets' PetRegistered handler raise for pets with these names ("cannot list
+    <name>", or `message`); return the fix: the handler as it was."""
+    original = available_pets.handlers["PetRegistered"]
+
+    def fails_on_them(event, batch):
+        if event.event.name in names:
+            raise ValueError(message or f"cannot list {event.event.name}")
+        original(event, batch)
+
+    monkeypatch.setitem(available_pets.handlers, "PetRegistered", fails_on_them)
+    return lambda: monkeypatch.setitem(available_pets.handlers, "PetRegistered", original)
+
+
 @dataclass
 class StoppedProjection:
     """A projection stopped on an event, and how to deploy the fix for it."""
@@ -47,19 +61,12 @@ def listing_stopped_on_bad(shelter, monkeypatch) -> StoppedProjection:
     """
     register_pet(shelter=shelter, name="Good")
     bad = register_pet(shelter=shelter, name="Bad")
-    original = available_pets.handlers["PetRegistered"]
-
-    def fails_on_bad(event, batch):
-        if event.event.name == "Bad":
-            raise ValueError("cannot list this one")
-        original(event, batch)
-
-    monkeypatch.setitem(available_pets.handlers, "PetRegistered", fails_on_bad)
+    fix = fail_on_pets_named({"Bad"}, monkeypatch, message="cannot list this one")
     project()
     position = StoredEvent.objects.get(stream_id=bad.id, event_type="PetRegistered").position
     assert state_of("available_pets").status == "failed"
     return StoppedProjection(
         position=position,
         error=f"PetRegistered at #{position}: ValueError: cannot list this one",
-        fix=lambda: monkeypatch.setitem(available_pets.handlers, "PetRegistered", original),
+        fix=fix,
     )

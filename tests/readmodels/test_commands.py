@@ -15,7 +15,7 @@ from readmodels.models import PetListing, ProjectionDeadLetter
 from readmodels.projections import available_pets
 from readmodels.projector import PROJECTIONS, state_of
 from tests.factories import register_pet
-from tests.readmodels.conftest import project
+from tests.readmodels.conftest import fail_on_pets_named, project
 
 # Transactional: projections read only committed events (the test's own transaction is not).
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -198,19 +198,12 @@ def test_projections_reset_forgets_the_tables_checkpoint_and_dead_letters_of_tha
 ):
     register_pet(shelter=shelter, name="Good")
     register_pet(shelter=shelter, name="Bad")
-    original = available_pets.handlers["PetRegistered"]
-
-    def fails_on_bad(event, batch):
-        if event.event.name == "Bad":
-            raise ValueError("cannot list this one")
-        original(event, batch)
-
-    monkeypatch.setitem(available_pets.handlers, "PetRegistered", fails_on_bad)
+    fix = fail_on_pets_named({"Bad"}, monkeypatch, message="cannot list this one")
     monkeypatch.setattr(available_pets, "on_error", "dead_letter")
     project()
     _, before = projections_table()
     assert before["available_pets"]["state"] == "running (1 dead-lettered)"
-    monkeypatch.setitem(available_pets.handlers, "PetRegistered", original)  # the fix is deployed
+    fix()  # the fix is deployed
 
     said, rows = projections_table("--reset", "available_pets")
 

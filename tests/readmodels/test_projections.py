@@ -29,6 +29,7 @@ from readmodels.projector import (
     state_of,
 )
 from tests.factories import CustomerFactory, register_pet
+from tests.readmodels.conftest import fail_on_pets_named
 from tests.readmodels.conftest import project as catch_up_all
 from tests.support.threads import wait_until
 
@@ -215,14 +216,7 @@ def test_a_failing_handler_stops_its_projection_at_that_event_and_others_go_on(
 ):
     good = register_pet(shelter=shelter, name="Good")
     bad = register_pet(shelter=shelter, name="Bad")
-    original = available_pets.handlers["PetRegistered"]
-
-    def fails_on_bad(event, batch):
-        if event.event.name == "Bad":
-            raise ValueError("cannot list this one")
-        original(event, batch)
-
-    monkeypatch.setitem(available_pets.handlers, "PetRegistered", fails_on_bad)
+    fix = fail_on_pets_named({"Bad"}, monkeypatch, message="cannot list this one")
     catch_up_all()
 
     state = state_of("available_pets")
@@ -234,7 +228,7 @@ def test_a_failing_handler_stops_its_projection_at_that_event_and_others_go_on(
     call_command("projections", stdout=out)
     assert "failed" in out.getvalue() and "cannot list this one" in out.getvalue()
 
-    monkeypatch.setitem(available_pets.handlers, "PetRegistered", original)  # the fix is deployed
+    fix()  # the fix is deployed
     resume("available_pets")
     catch_up_all()
     assert {row[0] for row in listing_rows()} == {good.id, bad.id}
@@ -243,14 +237,7 @@ def test_a_failing_handler_stops_its_projection_at_that_event_and_others_go_on(
 def test_a_dead_letter_projection_skips_the_event_and_lists_it(shelter, monkeypatch):
     register_pet(shelter=shelter, name="Good")
     register_pet(shelter=shelter, name="Bad")
-    original = available_pets.handlers["PetRegistered"]
-
-    def fails_on_bad(event, batch):
-        if event.event.name == "Bad":
-            raise ValueError("cannot list this one")
-        original(event, batch)
-
-    monkeypatch.setitem(available_pets.handlers, "PetRegistered", fails_on_bad)
+    fail_on_pets_named({"Bad"}, monkeypatch, message="cannot list this one")
     monkeypatch.setattr(available_pets, "on_error", "dead_letter")
     catch_up_all()
 
@@ -259,17 +246,6 @@ def test_a_dead_letter_projection_skips_the_event_and_lists_it(shelter, monkeypa
     assert list(ProjectionDeadLetter.objects.values_list("projection", "event_type")) == [
         ("available_pets", "PetRegistered")
     ]
-
-
-def fail_on_pets_named(names: set[str], monkeypatch) -> None:
-    original = available_pets.handlers["PetRegistered"]
-
-    def fails_on_them(event, batch):
-        if event.event.name in names:
-            raise ValueError(f"cannot list {event.event.name}")
-        original(event, batch)
-
-    monkeypatch.setitem(available_pets.handlers, "PetRegistered", fails_on_them)
 
 
 def test_a_rebuild_stops_at_an_event_it_cannot_apply_and_resumes_after_the_fix(shelter, monkeypatch):
@@ -298,12 +274,11 @@ def test_a_dead_letter_projection_rebuilds_past_what_it_cannot_apply_and_lists_o
     for n in range(30):
         register_pet(shelter=shelter, name=f"Bad {n}" if n in (3, 14, 29) else f"Pet {n}")
     monkeypatch.setattr(available_pets, "on_error", "dead_letter")
-    original = available_pets.handlers["PetRegistered"]
-    fail_on_pets_named({"Bad 3", "Bad 14", "Bad 29"}, monkeypatch)  # first batch, second, tail
+    fix = fail_on_pets_named({"Bad 3", "Bad 14", "Bad 29"}, monkeypatch)  # first batch, second, tail
     catch_up_all()
     assert ProjectionDeadLetter.objects.count() == 3
 
-    monkeypatch.setitem(available_pets.handlers, "PetRegistered", original)
+    fix()
     fail_on_pets_named({"Bad 14"}, monkeypatch)  # two of the three are fixed
     rebuild(available_pets, batch_size=10)
 
