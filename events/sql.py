@@ -57,6 +57,7 @@ def select(
     where: str,
     params: dict,
     order_by: str = "",
+    limit: int | None = None,
     for_update: bool = False,
 ) -> list[list]:
     """SELECT the model's fields `names` from its table; convert each value as a QuerySet would.
@@ -70,6 +71,7 @@ def select(
     columns = ", ".join(quote(model._meta.get_field(name).column) for name in names)
     sql = f"SELECT {columns} FROM {quote(model._meta.db_table)} WHERE {where}"
     sql += f" ORDER BY {order_by}" if order_by else ""
+    sql += f" LIMIT {int(limit)}" if limit is not None else ""
     sql += " FOR UPDATE" if for_update and db.features.has_select_for_update else ""
     return _fetched(db, sql, params, model, names)
 

@@ -7,15 +7,18 @@ seconds at most) until the read model has caught up with it: read-your-writes ov
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
+from functools import partial
+from uuid import UUID
 
 from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, serializers
-from rest_framework.pagination import CursorPagination
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
+from rest_framework.utils.urls import remove_query_param
 from rest_framework.views import APIView
 
 from adoptions import selectors as adoption_selectors
@@ -48,7 +51,7 @@ class AvailablePetsQuery(MinPositionQuery):
 
 class AvailablePetOutput(serializers.Serializer):
     """The shape of a listing, for the OpenAPI document. Answers are built from the selector's
-    dicts without it (selectors.available_pet_list says why); a test holds the two together."""
+    dicts without it (selectors.available_pet_page says why); a test holds the two together."""
 
     pet_id = serializers.UUIDField()
     name = serializers.CharField()
@@ -101,7 +104,9 @@ class AdoptionStatsQuery(serializers.Serializer):
 
     def validate(self, data):
         until = data.setdefault("until", timezone.localdate())
-        since = data.setdefault("since", until - timedelta(days=29))
+        if "since" not in data:  # 29 days before, or the first day there is (until=0001-01-01)
+            data["since"] = until - timedelta(days=min(29, (until - date.min).days))
+        since = data["since"]
         if since > until:
             raise serializers.ValidationError({"since": ["Must not be after `until`."]})
         if (until - since).days >= STATS_MAX_DAYS:
@@ -125,15 +130,61 @@ class AdoptionStatsPage(serializers.Serializer):
 
 
 class LongestWaitingFirst(CursorPagination):
+    """DRF's cursor links around pages read by key (selectors.available_pet_page).
+
+    The order (available_since, pet_id) is unique, so a cursor holds the key of the listing
+    its page starts after (or, going back, ends before) and each page is one range of an
+    index: no offsets, and no queryset built and compiled on every visit. DRF still encodes
+    and decodes the cursors, builds the links and the answer, and documents them.
+    """
+
     page_size = 20
     ordering = ("available_since", "pet_id")
 
-    def decode_cursor(self, request):
-        """Refuse a cursor whose position is not a moment: the query would fail on it (500)."""
-        cursor = super().decode_cursor(request)
-        if cursor and cursor.position is not None and parse_moment(cursor.position) is None:
-            raise exceptions.NotFound(self.invalid_cursor_message)
-        return cursor
+    def paginate_pages(self, read_page, request) -> list[dict]:
+        """This request's page, read by read_page(key=…, backwards=…, limit=…)."""
+        self.request, self.base_url = request, request.build_absolute_uri()
+        cursor = self.decode_cursor(request)
+        key = self._key(cursor.position) if cursor and cursor.position is not None else None
+        backwards = bool(cursor and cursor.reverse)
+        rows = read_page(key=key, backwards=backwards, limit=self.page_size + 1)
+        more = len(rows) > self.page_size
+        if backwards:  # the pets just before the key; the page it came from lies ahead
+            self.page = rows[-self.page_size :]
+            self.has_previous, self.has_next = more, key is not None
+        else:
+            self.page = rows[: self.page_size]
+            self.has_previous, self.has_next = key is not None, more
+        return self.page
+
+    def get_next_link(self) -> str | None:
+        if not self.has_next:
+            return None
+        if not self.page:  # nothing is left before the key: the list starts there
+            return remove_query_param(self.base_url, self.cursor_query_param)
+        return self.encode_cursor(Cursor(offset=0, reverse=False, position=self._position(self.page[-1])))
+
+    def get_previous_link(self) -> str | None:
+        if not self.has_previous:
+            return None
+        # An empty page past the end (its pets were adopted meanwhile): back to the last page.
+        position = self._position(self.page[0]) if self.page else None
+        return self.encode_cursor(Cursor(offset=0, reverse=True, position=position))
+
+    @staticmethod
+    def _position(listing: dict) -> str:
+        return f"{listing['available_since'].isoformat()}|{listing['pet_id']}"
+
+    def _key(self, position: str) -> selectors.ListingKey:
+        """The key a cursor names; one we did not give out is a 404 (not a 500 later)."""
+        since, _, pet_id = position.partition("|")
+        moment = parse_moment(since)
+        try:
+            if moment is not None:
+                return selectors.ListingKey(moment, UUID(pet_id))
+        except ValueError:
+            pass
+        raise exceptions.NotFound(self.invalid_cursor_message)
 
 
 def query_params(serializer_class, request) -> dict:
@@ -190,11 +241,9 @@ class AvailablePetsView(APIView):
         if (behind := caught_up_or_503(["available_pets"], params.get("min_position"))) is not None:
             return behind
         position = selectors.projection_position("available_pets")  # before the rows
-        pets = selectors.available_pet_list(
-            species=params.get("species"), max_age=params.get("max_age"), shelter_id=params.get("shelter_id")
-        )
+        filters = {name: params.get(name) for name in ("species", "max_age", "shelter_id")}
         paginator = self.pagination_class()
-        page = paginator.paginate_queryset(pets, request, view=self)
+        page = paginator.paginate_pages(partial(selectors.available_pet_page, **filters), request)
         response = paginator.get_paginated_response(selectors.with_days_available(page))
         return with_position(response, position)
 

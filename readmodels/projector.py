@@ -306,12 +306,11 @@ def live_generation_of(name: str) -> RawSQL:
     Written out rather than built from a queryset: every query answer embeds it, and building
     and compiling the inner queryset cost more than running it.
     """
-    return RawSQL(_LIVE_GENERATION, [name], output_field=models.PositiveIntegerField())
+    return RawSQL(LIVE_GENERATION_SQL, [name], output_field=models.PositiveIntegerField())
 
 
-_LIVE_GENERATION = (
-    f"SELECT generation FROM {ProjectionState._meta.db_table} WHERE name = %s"  # name is unique
-)
+#: The live generation of the projection named by the one parameter (name is unique).
+LIVE_GENERATION_SQL = f"SELECT generation FROM {ProjectionState._meta.db_table} WHERE name = %s"
 
 
 def live_generation(name: str) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timedelta
+from typing import NamedTuple
 from uuid import UUID
 
 from django.db.models import Count, Q, QuerySet
@@ -13,7 +14,7 @@ from events import sql
 from events.store import LogPosition, log_position_of
 
 from .models import AdoptionHistoryEntry, PetListing, ProjectionState, ShelterDashboard
-from .projector import live_generation_of
+from .projector import LIVE_GENERATION_SQL, live_generation_of
 
 #: What a listing shows; days available are added from available_since at query time.
 LISTING_FIELDS = (
@@ -28,22 +29,57 @@ LISTING_FIELDS = (
 )
 
 
-def available_pet_list(
-    *, species: str | None = None, max_age: int | None = None, shelter_id: UUID | None = None
-) -> QuerySet:
-    """Available pets, longest waiting first, as dicts of LISTING_FIELDS.
+class ListingKey(NamedTuple):
+    """Where a listing stands in the order (longest waiting first): unique, so a page can
+    start right after (or end right before) one."""
 
-    Dicts, not models: a page is read on every visit to a shelter's window, and building
-    twenty model instances, then serializing them field by field, cost more than the query.
+    available_since: datetime
+    pet_id: UUID
+
+
+def available_pet_page(
+    *,
+    species: str | None = None,
+    max_age: int | None = None,
+    shelter_id: UUID | None = None,
+    key: ListingKey | None = None,
+    backwards: bool = False,
+    limit: int,
+) -> list[dict]:
+    """Up to `limit` available pets, longest waiting first, after `key` (from the start without
+    one); `backwards`, the `limit` pets before `key` (the list's end without one).
+
+    One range of an index (listing_longest_waiting, _by_species or _by_shelter) read in plain
+    SQL (events/sql.py), as dicts of LISTING_FIELDS: a page is read on every visit to a
+    shelter's window, and building and compiling the queryset, or making twenty model
+    instances, cost more than the read. Rows come back in the list's order either way.
     """
-    pets = PetListing.objects.filter(generation=live_generation_of("available_pets"), available=True)
+    live = LIVE_GENERATION_SQL.replace("%s", "%(projection)s")
+    where, fields = [f"generation = ({live})", "available"], {}  # a subquery: no extra round trip
     if species:
-        pets = pets.filter(species=species)
+        where.append("species = %(species)s")
+        fields["species"] = species
     if max_age is not None:
-        pets = pets.filter(age__lte=max_age)
+        where.append("age <= %(max_age)s")
     if shelter_id:
-        pets = pets.filter(shelter_id=shelter_id)
-    return pets.order_by("available_since", "pet_id").values(*LISTING_FIELDS)
+        where.append("shelter_id = %(shelter_id)s")
+        fields["shelter_id"] = shelter_id
+    if key:
+        beyond = "<" if backwards else ">"
+        where.append(f"(available_since, pet_id) {beyond} (%(available_since)s, %(pet_id)s)")
+        fields.update(key._asdict())
+    direction = "DESC" if backwards else "ASC"
+    rows = sql.select(
+        PetListing,
+        list(LISTING_FIELDS),
+        where=" AND ".join(where),
+        params={"projection": "available_pets", "max_age": max_age, **sql.prepared(PetListing, **fields)},
+        order_by=f"available_since {direction}, pet_id {direction}",
+        limit=limit,
+    )
+    if backwards:
+        rows.reverse()
+    return [dict(zip(LISTING_FIELDS, row, strict=True)) for row in rows]
 
 
 def with_days_available(listings: list[dict]) -> list[dict]:

@@ -35,6 +35,16 @@ def test_a_tampered_cursor_is_a_404_not_a_500(api_client, pet, position):
     assert response.status_code == 404 and error_code(response) == "not_found"
 
 
+@pytest.mark.parametrize(
+    ("query", "status"), [("since=2000-01-01&until=0001-01-01", 400), ("until=0001-01-02", 200)]
+)
+def test_stats_until_the_first_day_there_is_is_not_a_500(staff_client, query, status):
+    # The default `since` (29 days before `until`) would fall before the first date there is.
+    response = staff_client.get(f"/api/queries/adoption-stats?{query}")
+
+    assert response.status_code == status
+
+
 def test_certificate_is_served_to_a_client_that_accepts_only_pdf(
     customer_client, customer, pet, settings, tmp_path
 ):
