@@ -214,6 +214,13 @@ def prepared(model: type[Model], **values) -> dict:
     return {name: model._meta.get_field(name).get_db_prep_value(value, db) for name, value in values.items()}
 
 
+def converted(model: type[Model], names: list[str], rows: list) -> list[list]:
+    """Convert rows of the model's fields `names` read by a statement of one's own, as `select` does."""
+    db = connections[DEFAULT_DB_ALIAS]
+    conversions = _conversions(db, model, tuple(names))
+    return [_converted(list(row), conversions, db) for row in rows]
+
+
 def _fetched(db, sql: str, params: dict, model: type[Model], names: list[str]) -> list[list]:
     """Run `sql`; return its rows, each value (the model's fields `names`) converted as a
     QuerySet converts it."""

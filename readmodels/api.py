@@ -142,12 +142,13 @@ class LongestWaitingFirst(CursorPagination):
     ordering = ("available_since", "pet_id")
 
     def paginate_pages(self, read_page, request) -> list[dict]:
-        """This request's page, read by read_page(key=…, backwards=…, limit=…)."""
+        """This request's page, read by read_page(key=…, backwards=…, limit=…), which also
+        answers the read model's position (kept as self.position)."""
         self.request, self.base_url = request, request.build_absolute_uri()
         cursor = self.decode_cursor(request)
         key = self._key(cursor.position) if cursor and cursor.position is not None else None
         backwards = bool(cursor and cursor.reverse)
-        rows = read_page(key=key, backwards=backwards, limit=self.page_size + 1)
+        self.position, rows = read_page(key=key, backwards=backwards, limit=self.page_size + 1)
         more = len(rows) > self.page_size
         if backwards:  # the pets just before the key; the page it came from lies ahead
             self.page = rows[-self.page_size :]
@@ -240,12 +241,11 @@ class AvailablePetsView(APIView):
         params = query_params(AvailablePetsQuery, request)
         if (behind := caught_up_or_503(["available_pets"], params.get("min_position"))) is not None:
             return behind
-        position = selectors.projection_position("available_pets")  # before the rows
         filters = {name: params.get(name) for name in ("species", "max_age", "shelter_id")}
         paginator = self.pagination_class()
         page = paginator.paginate_pages(partial(selectors.available_pet_page, **filters), request)
         response = paginator.get_paginated_response(selectors.with_days_available(page))
-        return with_position(response, position)
+        return with_position(response, paginator.position)
 
 
 class AdoptionHistoryView(APIView):

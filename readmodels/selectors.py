@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 from uuid import UUID
 
+from django.db import connection
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
@@ -37,6 +38,11 @@ class ListingKey(NamedTuple):
     pet_id: UUID
 
 
+class ListingPage(NamedTuple):
+    position: int  # how far the projection had applied the log when the rows were read
+    listings: list[dict]
+
+
 def available_pet_page(
     *,
     species: str | None = None,
@@ -45,14 +51,16 @@ def available_pet_page(
     key: ListingKey | None = None,
     backwards: bool = False,
     limit: int,
-) -> list[dict]:
+) -> ListingPage:
     """Up to `limit` available pets, longest waiting first, after `key` (from the start without
-    one); `backwards`, the `limit` pets before `key` (the list's end without one).
+    one); `backwards`, the `limit` pets before `key` (the list's end without one). With the
+    projection's position, read in the same statement, so from the same snapshot: the rows
+    are exactly as new as the position an answer names, no more, no less.
 
     One range of an index (listing_longest_waiting, _by_species or _by_shelter) read in plain
     SQL (events/sql.py), as dicts of LISTING_FIELDS: a page is read on every visit to a
-    shelter's window, and building and compiling the queryset, or making twenty model
-    instances, cost more than the read. Rows come back in the list's order either way.
+    shelter's window, and building and compiling the queryset, making twenty model instances
+    or a second round trip for the position cost more than the read.
     """
     live = LIVE_GENERATION_SQL.replace("%s", "%(projection)s")
     where, fields = [f"generation = ({live})", "available"], {}  # a subquery: no extra round trip
@@ -69,17 +77,26 @@ def available_pet_page(
         where.append(f"(available_since, pet_id) {beyond} (%(available_since)s, %(pet_id)s)")
         fields.update(key._asdict())
     direction = "DESC" if backwards else "ASC"
-    rows = sql.select(
-        PetListing,
-        list(LISTING_FIELDS),
-        where=" AND ".join(where),
-        params={"projection": "available_pets", "max_age": max_age, **sql.prepared(PetListing, **fields)},
-        order_by=f"available_since {direction}, pet_id {direction}",
-        limit=limit,
+    state, listing = ProjectionState._meta.db_table, PetListing._meta.db_table
+    columns = ", ".join(PetListing._meta.get_field(name).column for name in LISTING_FIELDS)
+    nothing = ", ".join(["NULL"] * len(LISTING_FIELDS))
+    statement = (
+        f"SELECT position, {nothing} FROM {state} WHERE name = %(projection)s"
+        f" UNION ALL SELECT * FROM (SELECT CAST(NULL AS bigint), {columns} FROM {listing} WHERE {' AND '.join(where)}"
+        f" ORDER BY available_since {direction}, pet_id {direction} LIMIT {int(limit)}) page"
     )
-    if backwards:
-        rows.reverse()
-    return [dict(zip(LISTING_FIELDS, row, strict=True)) for row in rows]
+    params = {"projection": "available_pets", "max_age": max_age, **sql.prepared(PetListing, **fields)}
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        rows = cursor.fetchall()
+    positions = [row[0] for row in rows if row[0] is not None]
+    listings = sql.converted(PetListing, list(LISTING_FIELDS), [row[1:] for row in rows if row[0] is None])
+    page = sorted((dict(zip(LISTING_FIELDS, row, strict=True)) for row in listings), key=_listing_order)
+    return ListingPage(positions[0] if positions else 0, page)
+
+
+def _listing_order(listing: dict) -> tuple:  # a UNION's rows have no order of their own
+    return listing["available_since"], listing["pet_id"]
 
 
 def with_days_available(listings: list[dict]) -> list[dict]:

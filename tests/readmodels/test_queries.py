@@ -61,27 +61,35 @@ def test_a_listing_has_exactly_the_documented_fields_in_their_documented_form(ap
     assert listing == {camel_key(field): value for field, value in documented.items()}
 
 
-@pytest.mark.parametrize(
-    ("path", "rows_table"),
-    [
-        ("/api/queries/available-pets", "readmodels_petlisting"),
-        ("/api/queries/shelter-dashboard", "readmodels_shelterdashboard"),
-    ],
-)
-def test_the_position_header_is_read_before_the_rows(admin_client, shelter, path, rows_table):
+def test_the_dashboards_position_header_is_read_before_its_rows(admin_client, shelter):
     """Rows read after the position are at least that new: the header never claims an event
     the answer does not show, even when the projector commits between the two reads."""
     register_pet(shelter=shelter)
     catch_up_all()
 
     with CaptureQueriesContext(connection) as queries:
-        response = admin_client.get(path)
+        response = admin_client.get("/api/queries/shelter-dashboard")
 
     sql = [q["sql"] for q in queries.captured_queries]
     reads_position = re.compile(r'SELECT ("\w+".)?"position" FROM "readmodels_projectionstate"')
     position_read = next(i for i, q in enumerate(sql) if reads_position.match(q))
-    rows_read = next(i for i, q in enumerate(sql) if f'FROM "{rows_table}"' in q)
+    rows_read = next(i for i, q in enumerate(sql) if 'FROM "readmodels_shelterdashboard"' in q)
     assert response.status_code == 200 and position_read < rows_read
+
+
+@pytest.mark.parametrize("species", ["dog", "cat"])  # a page with pets, and an empty one
+def test_available_pets_read_their_position_and_rows_in_one_statement(api_client, shelter, species):
+    """One statement reads from one snapshot: the header names exactly what the rows show."""
+    register_pet(shelter=shelter, species="dog")
+    catch_up_all()
+
+    with CaptureQueriesContext(connection) as queries:
+        response = api_client.get("/api/queries/available-pets", {"species": species})
+
+    [statement] = [q["sql"] for q in queries.captured_queries if "readmodels_petlisting" in q["sql"]]
+    assert "readmodels_projectionstate" in statement and "position" in statement
+    assert len(response.json()["results"]) == (species == "dog")
+    assert int(response["X-Projection-Position"]) == state_of("available_pets").position
 
 
 def test_adopted_pets_leave_the_list_and_returned_ones_come_back(
@@ -327,7 +335,7 @@ def test_a_shelters_list_is_read_through_its_own_index(require_postgres, shelter
     register_pet(shelter=shelter)
     catch_up_all()
     with CaptureQueriesContext(connection) as queries:
-        selectors.available_pet_page(shelter_id=shelter.id, species="dog", max_age=3, limit=21)
+        page = selectors.available_pet_page(shelter_id=shelter.id, species="dog", max_age=3, limit=21)
     [page_query] = [q["sql"] for q in queries.captured_queries]
 
     with transaction.atomic(), connection.cursor() as cursor:
@@ -335,4 +343,4 @@ def test_a_shelters_list_is_read_through_its_own_index(require_postgres, shelter
         cursor.execute(f"EXPLAIN {page_query}")
         plan = "\n".join(row[0] for row in cursor.fetchall())
 
-    assert "listing_by_shelter" in plan
+    assert "listing_by_shelter" in plan and len(page.listings) == 1
