@@ -81,8 +81,9 @@ def available_pet_page(
     columns = ", ".join(PetListing._meta.get_field(name).column for name in LISTING_FIELDS)
     nothing = ", ".join(["NULL"] * len(LISTING_FIELDS))
     statement = (
-        f"SELECT position, {nothing} FROM {state} WHERE name = %(projection)s"
-        f" UNION ALL SELECT * FROM (SELECT CAST(NULL AS bigint), {columns} FROM {listing} WHERE {' AND '.join(where)}"
+        f"SELECT position, {nothing} FROM {state} WHERE name = %(projection)s UNION ALL"
+        f" SELECT * FROM (SELECT CAST(NULL AS bigint), {columns} FROM {listing}"
+        f" WHERE {' AND '.join(where)}"
         f" ORDER BY available_since {direction}, pet_id {direction} LIMIT {int(limit)}) page"
     )
     params = {"projection": "available_pets", "max_age": max_age, **sql.prepared(PetListing, **fields)}
