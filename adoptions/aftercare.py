@@ -9,11 +9,12 @@ from __future__ import annotations
 import datetime as dt
 from uuid import UUID
 
-from django.db.models import Count, F
+from django.db import DEFAULT_DB_ALIAS, connection
+from django.db.models import Count
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from events.sql import insert, saved
+from events.sql import insert, prepared, saved, select
 
 from .models import Adoption, AdoptionStats, PetRecord, ShelterInventory, VetAppointment, WelcomePackage
 
@@ -29,23 +30,28 @@ class NoVetSlots(ValueError):
     """The shelter's working hours leave no room for one appointment: retrying cannot help."""
 
 
-def _vet_days(shelter, after: dt.datetime):
-    """Yield the slots of each working day (weekdays), starting the day after `after`."""
-    tz = timezone.get_current_timezone()
-    day = timezone.localtime(after, tz).date() + dt.timedelta(days=1)
-    step = dt.timedelta(minutes=shelter.vet_slot_minutes)
+def _working_days(after: dt.datetime):
+    """Weekdays, local time, from the day after `after`, for ever."""
+    day = timezone.localdate(after) + dt.timedelta(days=1)
     while True:
         if day.weekday() < 5:
-            slot = dt.datetime.combine(day, shelter.opens_at, tzinfo=tz)
-            closing = dt.datetime.combine(day, shelter.closes_at, tzinfo=tz)
-            slots = []
-            while step and slot + step <= closing:
-                slots.append(slot)
-                slot += step
-            if not slots:
-                raise NoVetSlots(f"{shelter} has no {shelter.vet_slot_minutes}-minute vet slot in a day")
-            yield day, slots
+            yield day
         day += dt.timedelta(days=1)
+
+
+def _slots(shelter, day: dt.date) -> list[dt.datetime]:
+    """The day's vet slots in the shelter's working hours."""
+    tz = timezone.get_current_timezone()
+    step = dt.timedelta(minutes=shelter.vet_slot_minutes)
+    slot = dt.datetime.combine(day, shelter.opens_at, tzinfo=tz)
+    closing = dt.datetime.combine(day, shelter.closes_at, tzinfo=tz)
+    slots = []
+    while step and slot + step <= closing:
+        slots.append(slot)
+        slot += step
+    if not slots:
+        raise NoVetSlots(f"{shelter} has no {shelter.vet_slot_minutes}-minute vet slot in a day")
+    return slots
 
 
 def _full_days(shelter, after: dt.datetime, slots_per_day: int) -> set[dt.date]:
@@ -63,25 +69,33 @@ def vet_appointment_schedule(*, adoption: Adoption) -> VetAppointment:
     Only the first day with room is read slot by slot, so booking stays cheap however far
     ahead the calendar is filled.
     """
-    existing = VetAppointment.objects.filter(adoption=adoption).first()
+    existing = _booked_for(adoption)
     if existing:
         return existing
-    full = None
+    full = None  # read once the first day's slots tell how many visits fill a day
     length = dt.timedelta(minutes=adoption.shelter.vet_slot_minutes)
-    for day, slots in _vet_days(adoption.shelter, adoption.created_at):
+    for day in _working_days(adoption.created_at):
+        if full is not None and day in full:
+            continue  # passed over without building its slots: a calendar can be full for months
+        slots = _slots(adoption.shelter, day)
         if full is None:
             full = _full_days(adoption.shelter, adoption.created_at, len(slots))
-        if day in full:
-            continue
+            if day in full:
+                continue
         # Visits overlapping the day's slots, whatever the slot length when they were booked
         # (none is longer than a day: the lower bound keeps the index scan to two days).
-        booked_visits = VetAppointment.objects.filter(
-            shelter_id=adoption.shelter_id,
-            starts_at__gt=slots[0] - dt.timedelta(days=1),
-            starts_at__lt=slots[-1] + length,
-            ends_at__gt=slots[0],
-        ).values_list("starts_at", "ends_at")
-        taken = list(booked_visits)
+        taken = select(
+            VetAppointment,
+            ["starts_at", "ends_at"],
+            where="shelter_id = %(shelter)s AND starts_at > %(since)s AND starts_at < %(until)s"
+            " AND ends_at > %(first)s",
+            params={
+                "since": _moment(slots[0] - dt.timedelta(days=1)),
+                "until": _moment(slots[-1] + length),
+                "first": _moment(slots[0]),
+                **prepared(VetAppointment, shelter=adoption.shelter_id),
+            },
+        )
         for slot in slots:
             free = all(ends <= slot or slot + length <= starts for starts, ends in taken)
             if free and (booked := _book(adoption, slot, length)):
@@ -90,6 +104,23 @@ def vet_appointment_schedule(*, adoption: Adoption) -> VetAppointment:
 
 
 _BOOKED_FIELDS = [f for f in VetAppointment._meta.concrete_fields if not f.primary_key]
+_APPOINTMENT = [f.attname for f in VetAppointment._meta.concrete_fields]
+
+
+def _booked_for(adoption: Adoption) -> VetAppointment | None:
+    """The adoption's appointment, if it has one. Plain SQL (events/sql.py), as the reads and
+    the insert of booking: every adoption books one."""
+    found = select(
+        VetAppointment,
+        _APPOINTMENT,
+        where="adoption_id = %(adoption)s",
+        params=prepared(VetAppointment, adoption=adoption.id),
+    )
+    return VetAppointment.from_db(DEFAULT_DB_ALIAS, _APPOINTMENT, found[0]) if found else None
+
+
+def _moment(value: dt.datetime):
+    return VetAppointment._meta.get_field("starts_at").get_db_prep_value(value, connection)
 
 
 def _book(adoption: Adoption, slot: dt.datetime, length: dt.timedelta) -> VetAppointment | None:
@@ -110,26 +141,47 @@ def _book(adoption: Adoption, slot: dt.datetime, length: dt.timedelta) -> VetApp
         returning="id",
     )
     if not inserted:  # the slot was taken, or (a step run twice at once) this adoption booked
-        return VetAppointment.objects.filter(adoption=adoption).first()
+        return _booked_for(adoption)
     [(appointment.id,)] = inserted
     return saved(appointment)
 
 
 def welcome_package_send(*, adoption: Adoption) -> WelcomePackage:
     # Runs once per adoption: the delivery record commits with this row (see events.delivery).
-    return WelcomePackage.objects.create(
+    package = WelcomePackage(
         adoption=adoption,
         ship_to=adoption.customer.address or f"{adoption.customer.full_name} (address to confirm)",
         contents=WELCOME_KITS.get(adoption.pet.species, "welcome letter"),
+        created_at=timezone.now(),
     )
+    [(package.id,)] = insert(
+        WelcomePackage, _PACKED_FIELDS, [package], returning="id"
+    )  # plain SQL: once an adoption
+    return saved(package)
+
+
+_PACKED_FIELDS = [f for f in WelcomePackage._meta.concrete_fields if not f.primary_key]
 
 
 def _increment(table, key: dict, **deltas: int) -> None:
-    """Add to counters in one UPDATE; the first time, create the row (race-safe) and retry."""
-    changes = {field: F(field) + delta for field, delta in deltas.items()}
-    if table.objects.filter(**key).update(**changes) == 0:
-        table.objects.get_or_create(**key)
-        table.objects.filter(**key).update(**changes)
+    """Add to a row's counters; the first time, create it with them (race-safe).
+
+    One upsert in plain SQL (events/sql.py): every adoption runs this twice, and an UPDATE
+    compiled by the ORM (then get_or_create the first time) cost more than running it.
+    """
+    row = table(**key, **deltas)
+    fields = [f for f in table._meta.concrete_fields if f is not table._meta.auto_field]
+    for field in fields:
+        if getattr(field, "auto_now", False):
+            setattr(row, field.attname, timezone.now())
+    quote = connection.ops.quote_name
+    keys = ", ".join(quote(table._meta.get_field(name).column) for name in key)
+    added = [quote(table._meta.get_field(name).column) for name in deltas]
+    changes = [f"{column} = {quote(table._meta.db_table)}.{column} + EXCLUDED.{column}" for column in added]
+    changes += [
+        f"{quote(f.column)} = EXCLUDED.{quote(f.column)}" for f in fields if getattr(f, "auto_now", False)
+    ]
+    insert(table, fields, [row], on_conflict=f"ON CONFLICT ({keys}) DO UPDATE SET {', '.join(changes)}")
 
 
 def inventory_apply(*, shelter_id: UUID, available: int = 0, adopted: int = 0, returned: int = 0) -> None:
