@@ -20,6 +20,7 @@ from rest_framework.views import APIView
 from events.context import CommandContext
 from petstore.negotiation import OwnMediaTypeNegotiation
 from petstore.openapi import command_schema, errors
+from petstore.shared_serializers import represented, validated
 
 from . import selectors, serializers, services
 from .domain import DomainError
@@ -48,12 +49,6 @@ def command_context(request) -> CommandContext:
     )
 
 
-def validated(serializer_class, request) -> dict:
-    serializer = serializer_class(data=request.data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
-
-
 def position_headers(position: int, location: str | None = None) -> dict[str, str]:
     headers = {"X-Event-Position": str(position)}
     if location:
@@ -73,7 +68,7 @@ class RegisterPetView(APIView):
     )
     @idempotent
     def post(self, request):
-        data = validated(serializers.RegisterPetInput, request)
+        data = validated(serializers.RegisterPetInput, request.data)
         shelter = Shelter.objects.filter(id=data["shelter_id"]).first()
         if shelter is None:
             raise NotFound("shelter_not_found", f"Shelter {data['shelter_id']} does not exist.")
@@ -86,7 +81,7 @@ class RegisterPetView(APIView):
             photo_url=data.get("photo_url"),
             context=command_context(request),
         )
-        body = serializers.PetChangeOutput(change).data
+        body = represented(serializers.PetChangeOutput, change)
         headers = position_headers(change.position, f"/api/pets/{change.pet_id}")
         return Response(body, status=status.HTTP_201_CREATED, headers=headers)
 
@@ -122,7 +117,7 @@ class AdoptPetView(APIView):
     )
     @idempotent
     def post(self, request):
-        data = validated(serializers.AdoptPetInput, request)
+        data = validated(serializers.AdoptPetInput, request.data)
         customer = adopting_customer(request.user, data.get("customer_id"))
         if customer_of(request.user) is None:
             pet = selectors.pet_record_get(pet_id=data["pet_id"])
@@ -134,7 +129,7 @@ class AdoptPetView(APIView):
             expected_version=data.get("expected_version"),
             context=command_context(request),
         )
-        body = serializers.AdoptionStartedOutput(started).data
+        body = represented(serializers.AdoptionStartedOutput, started)
         location = f"/api/adoptions/{started.adoption.id}"
         return Response(
             body, status=status.HTTP_202_ACCEPTED, headers=position_headers(started.position, location)
@@ -149,11 +144,11 @@ class StaffPetCommandView(APIView):
 
     @idempotent
     def post(self, request):
-        data = validated(self.input_serializer, request)
+        data = validated(self.input_serializer, request.data)
         pet = selectors.pet_record_get(pet_id=data["pet_id"])
         require_shelter_staff(request.user, pet.shelter_id)
         change = type(self).service(**data, context=command_context(request))
-        body = serializers.PetChangeOutput(change).data
+        body = represented(serializers.PetChangeOutput, change)
         return Response(body, headers=position_headers(change.position))
 
 
@@ -223,7 +218,7 @@ class PetDetailView(APIView):
         raw = request.query_params.get("asOf")
         as_of = parse_as_of(raw) if raw else None
         pet = selectors.pet_get(pet_id=pet_id, as_of=as_of)
-        body = serializers.PetOutput(pet).data
+        body = represented(serializers.PetOutput, pet)
         if not sees_adopter(request.user, pet):  # who adopted it is theirs and the shelter's to know
             body["adopted_by"] = body["adoption_id"] = None
         if as_of:
@@ -262,7 +257,7 @@ class AdoptionDetailView(APIView):
     def get(self, request, adoption_id):
         """The adoption with its steps (its customer and its shelter's staff)."""
         adoption = visible_adoption(request, adoption_id)
-        return Response(serializers.AdoptionOutput(selectors.adoption_view(adoption)).data)
+        return Response(represented(serializers.AdoptionOutput, selectors.adoption_view(adoption)))
 
 
 class AdoptionCertificateView(APIView):

@@ -8,7 +8,7 @@ seconds at most) until the read model has caught up with it: read-your-writes ov
 from __future__ import annotations
 
 from datetime import date, timedelta
-from functools import cache, partial
+from functools import partial
 from uuid import UUID
 
 from django.conf import settings
@@ -28,6 +28,7 @@ from adoptions.permissions import managed_shelter_ids, manages_shelter, require_
 from events.catalogue import Species
 from petstore.api_errors import error_response
 from petstore.openapi import errors, query_schema
+from petstore.shared_serializers import validated
 
 from . import selectors
 from .models import AdoptionHistoryEntry
@@ -190,15 +191,7 @@ class LongestWaitingFirst(CursorPagination):
 
 def query_params(serializer_class, request) -> dict:
     # The camelCase parser only handles bodies: query strings arrive as sent.
-    data = {_snake(k): v for k, v in request.query_params.items()}
-    return _validator(serializer_class).run_validation(data)  # a 400 with each field's errors
-
-
-@cache
-def _validator(serializer_class) -> serializers.Serializer:
-    """One instance per query serializer, shared by every request (it keeps nothing of one):
-    a serializer built per request deep-copies its declared fields, a tenth of a page's time."""
-    return serializer_class()
+    return validated(serializer_class, {_snake(k): v for k, v in request.query_params.items()})
 
 
 def _snake(name: str) -> str:
