@@ -1,4 +1,6 @@
 from django.apps import AppConfig
+from django.conf import settings
+from django.db.backends.signals import connection_created
 from django.utils.module_loading import autodiscover_modules
 
 
@@ -13,3 +15,12 @@ class EventsConfig(AppConfig):
         # them, the worker runs them, the API lists them as an adoption's steps. The relay
         # also runs every app's chores (petstore/chores.py).
         autodiscover_modules("handlers", "chores")
+        connection_created.connect(_tell_sqlite_whether_the_log_may_be_erased)
+
+
+def _tell_sqlite_whether_the_log_may_be_erased(sender, connection, **kwargs) -> None:
+    """The function the SQLite log's DELETE trigger asks (events/migrations/0008)."""
+    if connection.vendor == "sqlite":
+        connection.connection.create_function(
+            "petstore_event_log_erasable", 0, lambda: bool(settings.EVENT_LOG_ERASABLE)
+        )

@@ -115,6 +115,10 @@ DATABASES = {
     "default": database(env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'petstore.sqlite3'}")),
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# The event log is never updated or deleted, enforced by the database. On SQLite only a
+# connection whose settings say this may DELETE its rows: test settings, to empty the test
+# database between tests (PostgreSQL's tests say so in the session: petstore/settings/test.py).
+EVENT_LOG_ERASABLE = False
 
 if env.str("REDIS_URL", default=""):
     CACHES = {

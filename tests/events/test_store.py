@@ -1,5 +1,6 @@
 """The event store: appends, optimistic concurrency, snapshots, time travel, immutability."""
 
+import contextlib
 import time
 import uuid
 from datetime import timedelta
@@ -171,12 +172,26 @@ def test_the_database_refuses_to_update_events_even_with_raw_sql():
         cursor.execute("UPDATE event_log SET event_type = 'Tampered' WHERE position = %s", [row.position])
 
 
-def test_the_database_refuses_to_delete_events(require_postgres):
+def test_the_database_refuses_to_delete_events(settings):
+    settings.EVENT_LOG_ERASABLE = False  # as outside tests (SQLite asks it; PostgreSQL never lets a row go)
     pet = new_pet()
     [row] = pets.save(pet, metadata=META)
 
     with pytest.raises(DatabaseError), transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("DELETE FROM event_log WHERE position = %s", [row.position])
+
+
+def test_a_connection_allowed_to_erase_the_log_deletes_rows_only_on_sqlite(settings):
+    """SQLite empties the test database with DELETE: test settings allow it there. PostgreSQL
+    empties it with TRUNCATE (the session says so) and never lets a row go by DELETE."""
+    [row] = pets.save(new_pet(), metadata=META)
+    settings.EVENT_LOG_ERASABLE = True
+    deleted = not connection.vendor == "postgresql"
+
+    with contextlib.suppress(DatabaseError), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("DELETE FROM event_log WHERE position = %s", [row.position])
+
+    assert StoredEvent.objects.filter(position=row.position).exists() is not deleted
 
 
 @pytest.mark.django_db(transaction=True)  # the test's own transaction would hold TRUNCATE's lock
