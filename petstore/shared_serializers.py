@@ -2,8 +2,9 @@
 
 A serializer made per request deep-copies its declared fields, which cost a tenth of a short
 answer. Checking input or shaping output keeps nothing on the serializer: run_validation
-returns the data or raises the same ValidationError as is_valid, to_representation returns
-what .data holds. So one instance per class serves every request (none of ours reads a
+returns the data or raises the ValidationError is_valid would (but for a body of `null`,
+which is_valid words as a whole; so does `validated`), to_representation returns what .data
+holds. So one instance per class serves every request (none of ours reads a
 context).
 """
 
@@ -12,10 +13,16 @@ from __future__ import annotations
 from functools import cache
 
 from rest_framework import serializers
+from rest_framework.exceptions import ErrorDetail
+from rest_framework.settings import api_settings
 
 
 def validated(serializer_class: type[serializers.Serializer], data) -> dict:
     """The data as the serializer validates it; a ValidationError (a 400) names each field."""
+    if data is None:  # a body of `null`: is_valid's words (Serializer.errors), not a field's
+        raise serializers.ValidationError(
+            {api_settings.NON_FIELD_ERRORS_KEY: [ErrorDetail("No data provided", code="null")]}
+        )
     return _shared(serializer_class).run_validation(data)
 
 

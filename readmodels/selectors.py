@@ -146,9 +146,10 @@ def shelter_dashboard_list(*, shelter_ids: set[UUID] | None) -> list[dict]:
 
 def projection_position(name: str) -> int:
     """How far the projection has applied the log. Read it before the rows an answer shows:
-    they are then at least that new, so a header carrying it never claims an event the
-    answer lacks (read after them, a batch committed in between could make it). Plain SQL
-    (events/sql.py): every query answer reads it, and compiling it cost more than running it."""
+        they are then at least that new, so a header carrying it never claims an event the
+        answer lacks (read after them, a batch committed in between could make it). Plain SQL
+        (events/sql.py): the other query answers read it (available-pets reads it with its page, in
+    one statement), and compiling it cost more than running it."""
     found = sql.select(ProjectionState, ["position"], where="name = %(name)s", params={"name": name})
     return found[0][0] if found else 0
 

@@ -47,6 +47,7 @@ def test_the_renderer_writes_every_value_as_drfs_own_json_renderer_does():
         "utc_moment": datetime(2026, 11, 28, 10, 5, 7, 123456, tzinfo=UTC),
         "whole_second": datetime(2026, 11, 28, 10, 5, 7, tzinfo=UTC),
         "offset_moment": datetime(2026, 3, 1, 9, 0, tzinfo=timezone(timedelta(hours=-5, minutes=-30))),
+        "old_zone": datetime(1800, 1, 1, tzinfo=timezone(timedelta(hours=5, minutes=53, seconds=28))),
         "naive_moment": datetime(2026, 3, 1, 9, 0),
         "day": date(2026, 2, 28),
         "clock": time(9, 30, 15),

@@ -17,8 +17,9 @@ POSTGRES_REVERSE = """
 DROP TRIGGER IF EXISTS event_log_append_only ON event_log;
 DROP FUNCTION IF EXISTS event_log_refuse_change();
 """
-# SQLite: refuse updates; deletes stay possible there because test databases are flushed
-# with DELETE (PostgreSQL flushes with TRUNCATE, which row triggers do not see).
+# SQLite: refuse updates here; 0008 refuses deletes too, but for connections whose settings
+# allow emptying the log (test databases are flushed with DELETE; PostgreSQL flushes with
+# TRUNCATE, which row triggers do not see).
 SQLITE = """
 CREATE TRIGGER event_log_append_only BEFORE UPDATE ON event_log
 BEGIN SELECT RAISE(ABORT, 'the event log is append-only: UPDATE refused'); END;

@@ -178,6 +178,21 @@ def test_json_nested_too_deeply_is_a_400_on_every_command(customer_client):
         assert response.status_code == 400 and error_code(response) == "malformed_json", path
 
 
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        ("null", {"nonFieldErrors": ["No data provided"]}),
+        ("[]", {"nonFieldErrors": ["Invalid data. Expected a dictionary, but got list."]}),
+    ],
+)
+def test_a_body_that_is_no_object_is_a_400_about_the_whole_body(customer_client, body, fields):
+    for path in ("/api/adoptions", "/api/commands/register-pet", "/api/commands/rename-pet"):
+        response = customer_client.post(path, body, content_type="application/json")
+
+        assert response.status_code == 400 and error_code(response) == "validation_error", path
+        assert response.json()["error"]["details"]["fields"] == fields, path
+
+
 def test_an_adoptions_id_is_no_pet(customer_client, customer, pet):
     """An adoption's stream (its AdoptionCompleted) shares the log with the pets' streams."""
     from events.catalogue import AdoptionCompleted

@@ -133,6 +133,7 @@ def test_inventory_follows_registrations_adoptions_and_returns(shelter, customer
 
     inventory = ShelterInventory.objects.get(shelter=shelter)
     assert (inventory.available, inventory.adopted, inventory.returned) == (1, 0, 1)
+    assert inventory.updated_at >= returned.recorded_at  # when the counts last changed
 
 
 def test_a_dead_step_needs_attention_and_a_successful_retry_completes(pet, customer, settings):
