@@ -11,6 +11,7 @@ import pytest
 from django.core import mail
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 
 from adoptions import aftercare, selectors, services
 from adoptions.models import Adoption, AdoptionStats, ShelterInventory, VetAppointment, WelcomePackage
@@ -216,6 +217,21 @@ def test_vet_appointments_fill_working_hours_one_per_slot(shelter):
 
 def booked_slots(shelter) -> list:
     return sorted(VetAppointment.objects.filter(shelter=shelter).values_list("starts_at", flat=True))
+
+
+def test_a_calendar_full_for_weeks_books_the_first_free_working_day(shelter):
+    """Each booking passes over the full days (counted, not read slot by slot) and takes the
+    next working day: five weeks of one-slot days fill in order, none left out."""
+    shelter.opens_at, shelter.closes_at = datetime.time(9, 0), datetime.time(9, 30)  # one slot a day
+    shelter.save()
+    adoptions = [adopt(register_pet(shelter=shelter, name=f"P{i}"), CustomerFactory()) for i in range(25)]
+    for adoption in adoptions:
+        run_steps(adoption, {"adoptions.vet_appointment"})
+
+    days = [timezone.localtime(start).date() for start in booked_slots(shelter)]
+    assert len(days) == 25 and len(set(days)) == 25 and all(day.weekday() < 5 for day in days)
+    working_days = [days[0] + datetime.timedelta(days=n) for n in range((days[-1] - days[0]).days + 1)]
+    assert days == [day for day in working_days if day.weekday() < 5]  # no working day left out
 
 
 def test_a_full_day_is_skipped_and_a_gap_is_filled(shelter):
