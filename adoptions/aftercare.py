@@ -9,12 +9,12 @@ from __future__ import annotations
 import datetime as dt
 from uuid import UUID
 
-from django.db import DEFAULT_DB_ALIAS, connection
+from django.db import connection
 from django.db.models import Count
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from events.sql import insert, prepared, saved, select
+from events.sql import create, find, prepared, select
 
 from .models import Adoption, AdoptionStats, PetRecord, ShelterInventory, VetAppointment, WelcomePackage
 
@@ -103,20 +103,9 @@ def vet_appointment_schedule(*, adoption: Adoption) -> VetAppointment:
     raise AssertionError("unreachable: the calendar never ends")
 
 
-_BOOKED_FIELDS = [f for f in VetAppointment._meta.concrete_fields if not f.primary_key]
-_APPOINTMENT = [f.attname for f in VetAppointment._meta.concrete_fields]
-
-
 def _booked_for(adoption: Adoption) -> VetAppointment | None:
-    """The adoption's appointment, if it has one. Plain SQL (events/sql.py), as the reads and
-    the insert of booking: every adoption books one."""
-    found = select(
-        VetAppointment,
-        _APPOINTMENT,
-        where="adoption_id = %(adoption)s",
-        params=prepared(VetAppointment, adoption=adoption.id),
-    )
-    return VetAppointment.from_db(DEFAULT_DB_ALIAS, _APPOINTMENT, found[0]) if found else None
+    """The adoption's appointment, if it has one (plain SQL, as the rest of booking)."""
+    return find(VetAppointment, adoption=adoption.id)
 
 
 def _moment(value: dt.datetime):
@@ -133,34 +122,19 @@ def _book(adoption: Adoption, slot: dt.datetime, length: dt.timedelta) -> VetApp
     appointment = VetAppointment(
         adoption=adoption, shelter_id=adoption.shelter_id, starts_at=slot, ends_at=slot + length
     )
-    inserted = insert(
-        VetAppointment,
-        _BOOKED_FIELDS,
-        [appointment],
-        on_conflict="ON CONFLICT DO NOTHING",
-        returning="id",
-    )
-    if not inserted:  # the slot was taken, or (a step run twice at once) this adoption booked
-        return _booked_for(adoption)
-    [(appointment.id,)] = inserted
-    return saved(appointment)
+    # The slot was taken, or (a step run twice at once) this adoption booked: then None or ours.
+    return create(appointment, on_conflict="ON CONFLICT DO NOTHING") or _booked_for(adoption)
 
 
 def welcome_package_send(*, adoption: Adoption) -> WelcomePackage:
     # Runs once per adoption: the delivery record commits with this row (see events.delivery).
-    package = WelcomePackage(
-        adoption=adoption,
-        ship_to=adoption.customer.address or f"{adoption.customer.full_name} (address to confirm)",
-        contents=WELCOME_KITS.get(adoption.pet.species, "welcome letter"),
-        created_at=timezone.now(),
+    return create(
+        WelcomePackage(
+            adoption=adoption,
+            ship_to=adoption.customer.address or f"{adoption.customer.full_name} (address to confirm)",
+            contents=WELCOME_KITS.get(adoption.pet.species, "welcome letter"),
+        )
     )
-    [(package.id,)] = insert(
-        WelcomePackage, _PACKED_FIELDS, [package], returning="id"
-    )  # plain SQL: once an adoption
-    return saved(package)
-
-
-_PACKED_FIELDS = [f for f in WelcomePackage._meta.concrete_fields if not f.primary_key]
 
 
 def _increment(table, key: dict, **deltas: int) -> None:
@@ -169,19 +143,19 @@ def _increment(table, key: dict, **deltas: int) -> None:
     One upsert in plain SQL (events/sql.py): every adoption runs this twice, and an UPDATE
     compiled by the ORM (then get_or_create the first time) cost more than running it.
     """
-    row = table(**key, **deltas)
-    fields = [f for f in table._meta.concrete_fields if f is not table._meta.auto_field]
-    for field in fields:
-        if getattr(field, "auto_now", False):
-            setattr(row, field.attname, timezone.now())
     quote = connection.ops.quote_name
-    keys = ", ".join(quote(table._meta.get_field(name).column) for name in key)
-    added = [quote(table._meta.get_field(name).column) for name in deltas]
-    changes = [f"{column} = {quote(table._meta.db_table)}.{column} + EXCLUDED.{column}" for column in added]
-    changes += [
-        f"{quote(f.column)} = EXCLUDED.{quote(f.column)}" for f in fields if getattr(f, "auto_now", False)
+
+    def column(name: str) -> str:
+        return quote(table._meta.get_field(name).column)
+
+    added = [f"{c} = {quote(table._meta.db_table)}.{c} + EXCLUDED.{c}" for c in map(column, deltas)]
+    touched = [  # auto_now: the time of the last change
+        f"{quote(f.column)} = EXCLUDED.{quote(f.column)}"
+        for f in table._meta.concrete_fields
+        if getattr(f, "auto_now", False)
     ]
-    insert(table, fields, [row], on_conflict=f"ON CONFLICT ({keys}) DO UPDATE SET {', '.join(changes)}")
+    upsert = f"ON CONFLICT ({', '.join(map(column, key))}) DO UPDATE SET {', '.join(added + touched)}"
+    create(table(**key, **deltas), on_conflict=upsert)
 
 
 def inventory_apply(*, shelter_id: UUID, available: int = 0, adopted: int = 0, returned: int = 0) -> None:

@@ -22,7 +22,7 @@ from petstore.chores import purge_older_than
 
 from .catalogue import DomainEvent, Message
 from .models import OutboxMessage, StoredEvent
-from .sql import converted, insert, prepared
+from .sql import converted, insert, instances, prepared
 
 WAKE_CHANNEL = "petstore_outbox"  # NOTIFYed by a trigger on event_outbox (migration 0004)
 
@@ -150,12 +150,10 @@ def _claimed_in_one_statement(
     params["now"] = params.pop("available_at")
     with connection.cursor() as cursor:
         cursor.execute(statement, params)
-        rows = converted(OutboxMessage, _ATTNAMES, cursor.fetchall())
-    claimed = [OutboxMessage.from_db(connection.alias, _ATTNAMES, row) for row in rows]
+        rows = cursor.fetchall()
+    names = [f.attname for f in OutboxMessage._meta.concrete_fields]
+    claimed = instances(OutboxMessage, converted(OutboxMessage, names, rows))
     return sorted(claimed, key=lambda message: message.id)
-
-
-_ATTNAMES = [f.attname for f in OutboxMessage._meta.concrete_fields]
 
 
 def mark_sent(claim: Claim, ids: Iterable[int]) -> int:

@@ -50,6 +50,38 @@ def saved(instance: M) -> M:
     return instance
 
 
+def create(instance: M, *, on_conflict: str = "") -> M | None:
+    """INSERT one instance as Model.objects.create does (each field's pre_save: auto_now and
+    auto_now_add set; the primary key filled in; the instance marked saved), without
+    compiling a query. With `on_conflict` … DO NOTHING: None when no row went in."""
+    model = type(instance)
+    fields = [f for f in model._meta.concrete_fields if f is not model._meta.auto_field]
+    for field in fields:
+        setattr(instance, field.attname, field.pre_save(instance, add=True))
+    pk_column = connections[DEFAULT_DB_ALIAS].ops.quote_name(model._meta.pk.column)
+    returned = insert(model, fields, [instance], on_conflict=on_conflict, returning=pk_column)
+    if not returned:
+        return None
+    [(instance.pk,)] = returned
+    return saved(instance)
+
+
+def find(model: type[M], **equal) -> M | None:
+    """The row whose fields equal `equal` (a unique key) as an instance, or None: what
+    Model.objects.filter(**equal).first() gives, without compiling a query."""
+    quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
+    where = " AND ".join(f"{quote(model._meta.get_field(name).column)} = %({name})s" for name in equal)
+    names = [f.attname for f in model._meta.concrete_fields]
+    rows = select(model, names, where=where, params=prepared(model, **equal), limit=1)
+    return instances(model, rows)[0] if rows else None
+
+
+def instances(model: type[M], rows: list[list]) -> list[M]:
+    """Instances from rows of all the model's fields, in field order, converted already."""
+    names = [f.attname for f in model._meta.concrete_fields]
+    return [model.from_db(DEFAULT_DB_ALIAS, names, row) for row in rows]
+
+
 def select(
     model: type[Model],
     names: list[str],

@@ -12,7 +12,6 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4, landscape
@@ -96,14 +95,9 @@ def certificate_generate(*, adoption: Adoption) -> Certificate:
     A worker killed half-way leaves at most a file under that same name, which the next
     attempt replaces, so there is never a second certificate.
     """
-    existing = sql.select(  # plain SQL, as the insert below (events/sql.py): once an adoption
-        Certificate,
-        _STORED,
-        where="adoption_id = %(adoption)s",
-        params=sql.prepared(Certificate, adoption=adoption.id),
-    )
+    existing = sql.find(Certificate, adoption=adoption.id)  # plain SQL (events/sql.py): once an adoption
     if existing:
-        return Certificate.from_db(DEFAULT_DB_ALIAS, _STORED, existing[0])
+        return existing
     if settings.CERTIFICATE_EXTRA_SECONDS:  # stands in for the guide's slow certificate service
         time.sleep(settings.CERTIFICATE_EXTRA_SECONDS)
     content = certificate_pdf(adoption)
@@ -111,12 +105,4 @@ def certificate_generate(*, adoption: Adoption) -> Certificate:
     if default_storage.exists(name):
         default_storage.delete(name)
     stored = default_storage.save(name, ContentFile(content))
-    certificate = Certificate(
-        adoption=adoption, file=stored, sha256=hashlib.sha256(content).hexdigest(), created_at=timezone.now()
-    )
-    [(certificate.id,)] = sql.insert(Certificate, _INSERTED, [certificate], returning="id")
-    return sql.saved(certificate)
-
-
-_STORED = [f.attname for f in Certificate._meta.concrete_fields]
-_INSERTED = [f for f in Certificate._meta.concrete_fields if not f.primary_key]
+    return sql.create(Certificate(adoption=adoption, file=stored, sha256=hashlib.sha256(content).hexdigest()))

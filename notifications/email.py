@@ -7,7 +7,6 @@ import smtplib
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
-from django.utils import timezone
 
 from adoptions.models import Adoption
 from events import sql
@@ -25,13 +24,7 @@ def send_templated_email(
     The Message-ID is derived from (event, handler), so a receiving system can recognise a
     resend after a crash between sending and recording.
     """
-    sent = {"handler": handler, "event_id": event.event_id}
-    if sql.select(
-        SentEmail,
-        ["id"],
-        where="handler = %(handler)s AND event_id = %(event_id)s",
-        params=sql.prepared(SentEmail, **sent),
-    ):
+    if sql.find(SentEmail, handler=handler, event_id=event.event_id):  # plain SQL: two emails an adoption
         return
     subject = render_to_string(f"notifications/{template}.subject.txt", context).strip()
     message_id = f"<{event.event_id}.{handler}@petstore-events>"
@@ -49,11 +42,9 @@ def send_templated_email(
         if _permanent(error):  # 5xx: the server will say the same next time
             raise PermanentFailure(f"the mail server refused it for good: {error}") from error
         raise
-    record = SentEmail(**sent, to=to, subject=subject, message_id=message_id, sent_at=timezone.now())
-    sql.insert(SentEmail, _RECORDED_FIELDS, [record])  # plain SQL, as the check above: two emails an adoption
-
-
-_RECORDED_FIELDS = [f for f in SentEmail._meta.concrete_fields if not f.primary_key]
+    sql.create(
+        SentEmail(handler=handler, event_id=event.event_id, to=to, subject=subject, message_id=message_id)
+    )
 
 
 def _permanent(error: smtplib.SMTPException) -> bool:

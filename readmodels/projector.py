@@ -306,11 +306,12 @@ def live_generation_of(name: str) -> RawSQL:
     Written out rather than built from a queryset: every query answer embeds it, and building
     and compiling the inner queryset cost more than running it.
     """
-    return RawSQL(LIVE_GENERATION_SQL, [name], output_field=models.PositiveIntegerField())
+    return RawSQL(live_generation_sql("%s"), [name], output_field=models.PositiveIntegerField())
 
 
-#: The live generation of the projection named by the one parameter (name is unique).
-LIVE_GENERATION_SQL = f"SELECT generation FROM {ProjectionState._meta.db_table} WHERE name = %s"
+def live_generation_sql(placeholder: str) -> str:
+    """A subquery: the live generation of the projection the placeholder names (name is unique)."""
+    return f"SELECT generation FROM {ProjectionState._meta.db_table} WHERE name = {placeholder}"
 
 
 def live_generation(name: str) -> int:

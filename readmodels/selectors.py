@@ -15,7 +15,7 @@ from events import sql
 from events.store import LogPosition, log_position_of
 
 from .models import AdoptionHistoryEntry, PetListing, ProjectionState, ShelterDashboard
-from .projector import LIVE_GENERATION_SQL, live_generation_of
+from .projector import live_generation_of, live_generation_sql
 
 #: What a listing shows; days available are added from available_since at query time.
 LISTING_FIELDS = (
@@ -62,8 +62,8 @@ def available_pet_page(
     shelter's window, and building and compiling the queryset, making twenty model instances
     or a second round trip for the position cost more than the read.
     """
-    live = LIVE_GENERATION_SQL.replace("%s", "%(projection)s")
-    where, fields = [f"generation = ({live})", "available"], {}  # a subquery: no extra round trip
+    # The live generation as a subquery: no extra round trip.
+    where, fields = [f"generation = ({live_generation_sql('%(projection)s')})", "available"], {}
     if species:
         where.append("species = %(species)s")
         fields["species"] = species
@@ -146,10 +146,10 @@ def shelter_dashboard_list(*, shelter_ids: set[UUID] | None) -> list[dict]:
 
 def projection_position(name: str) -> int:
     """How far the projection has applied the log. Read it before the rows an answer shows:
-        they are then at least that new, so a header carrying it never claims an event the
-        answer lacks (read after them, a batch committed in between could make it). Plain SQL
-        (events/sql.py): the other query answers read it (available-pets reads it with its page, in
-    one statement), and compiling it cost more than running it."""
+    they are then at least that new, so a header carrying it never claims an event the
+    answer lacks (read after them, a batch committed in between could make it). Plain SQL
+    (events/sql.py): the other query answers read it (available-pets reads it with its page,
+    in one statement), and compiling it cost more than running it."""
     found = sql.select(ProjectionState, ["position"], where="name = %(name)s", params={"name": name})
     return found[0][0] if found else 0
 

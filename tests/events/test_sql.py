@@ -153,3 +153,18 @@ def test_get_with_related_refuses_relations_it_cannot_join_the_way_select_relate
         sql.get_with_related(Shelter, uuid.uuid4(), ["adoptions"])
     with pytest.raises(ValueError, match="nothing can follow"):  # would be an inner join below a left one
         sql.get_with_related(Token, "k", ["user", "user__customer", "user__customer__user"])
+
+
+def test_create_inserts_as_the_orm_does_and_find_reads_it_back():
+    event_id = uuid.uuid4()
+    created = sql.create(
+        Delivery(handler="h", event_id=event_id, event_type="PetAdopted", status="running", attempts=1)
+    )
+    twin = Delivery(handler="h", event_id=event_id, event_type="PetAdopted", status="running", attempts=1)
+
+    assert created.pk is not None and created.created_at is not None  # auto_now_add, as create() sets it
+    assert not created._state.adding
+    assert sql.create(twin, on_conflict="ON CONFLICT DO NOTHING") is None  # (handler, event) is unique
+    found = sql.find(Delivery, handler="h", event_id=event_id)
+    assert (found.pk, found.created_at) == (created.pk, created.created_at)
+    assert sql.find(Delivery, handler="other", event_id=event_id) is None
