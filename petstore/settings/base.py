@@ -86,12 +86,16 @@ TEMPLATES = [
 ]
 
 
+POSTGRESQL_ENGINE = "petstore.postgresql"
+
+
 def database(config: dict) -> dict:
     """A DATABASES entry from a parsed URL, with the connection settings every process wants."""
     # Persistent connections matter for throughput (a new connection per request was 4x slower).
     config.setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=600))
     config["CONN_HEALTH_CHECKS"] = True
-    if config["ENGINE"] == "django.db.backends.postgresql":
+    if config["ENGINE"] in ("django.db.backends.postgresql", POSTGRESQL_ENGINE):
+        config["ENGINE"] = POSTGRESQL_ENGINE  # Django's, lighter per request (petstore/postgresql)
         # Server-side binding lets psycopg prepare a statement after it has run a few times on
         # a connection: PostgreSQL then skips parsing and planning it (a third of its CPU per
         # handler task). A transaction-mode pooler without prepared-statement support needs

@@ -1,7 +1,7 @@
 """Test settings: fast hashing, in-memory email; real services when the environment names them."""
 
 from .base import *  # noqa: F403
-from .base import DATABASES, REST_FRAMEWORK, env
+from .base import DATABASES, POSTGRESQL_ENGINE, REST_FRAMEWORK, env
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 if not env.str("EMAIL_URL", default=""):  # a fault drill may point a worker at a real SMTP server
@@ -16,5 +16,5 @@ REST_FRAMEWORK = {
 # The event log refuses TRUNCATE (events/migrations/0006) and, on SQLite, DELETE (0008);
 # emptying the test database between tests is where a session may, and says so.
 EVENT_LOG_ERASABLE = True
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+if DATABASES["default"]["ENGINE"] == POSTGRESQL_ENGINE:
     DATABASES["default"]["OPTIONS"]["options"] = "-c petstore.erase_event_log=on"
