@@ -62,7 +62,7 @@ from tests.support.processes import (
     stop,
     wait_for_ready,
 )
-from tests.support.rabbit import bind_queue, delete_queue, fetch_all, purge_queues
+from tests.support.rabbit import bind_queue, delete_queue, fetch_all, purge_queues, queue_report
 from tests.support.tcp_proxy import TcpProxy, free_port
 from tests.support.threads import relay_running, wait_until
 
@@ -185,7 +185,8 @@ class Drill:
                 for d in Delivery.objects.order_by("event_id", "handler")
             )
             logs = "\n".join(f"--- {name}:\n{self.log(name)[-2500:]}" for name in self.workers)
-            raise AssertionError(f"{error}\ndeliveries:\n{deliveries}\n{logs}") from None
+            broker = f"--- broker:\n{queue_report(self.broker)}"
+            raise AssertionError(f"{error}\ndeliveries:\n{deliveries}\n{logs}\n{broker}") from None
 
 
 @pytest.fixture

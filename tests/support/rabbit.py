@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections import Counter
+from urllib.parse import urlsplit
 
 import kombu
 
@@ -57,3 +59,22 @@ def purge_queues(url: str, names: list[str]) -> None:
         declare_topology(channel)
         for name in names:
             kombu.Queue(name, no_declare=True)(channel).purge()
+
+
+def queue_report(url: str) -> str:
+    """What RabbitMQ holds for the vhost of `url`: per queue, messages ready and unacknowledged
+    and its consumers (with their connections), for a drill's failure message: a message no
+    worker ran is either still queued, or held unacknowledged by some consumer."""
+    vhost = urlsplit(url).path[1:] or "/"
+    reports = []
+    for args in (
+        ["list_queues", "-p", vhost, "name", "messages_ready", "messages_unacknowledged", "consumers"],
+        ["list_consumers", "-p", vhost, "queue_name", "channel_pid", "prefetch_count"],
+        ["list_connections", "vhost", "pid", "peer_port", "state"],  # every vhost's: no -p here
+    ):
+        try:
+            done = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=30)
+            reports.append(f"$ rabbitmqctl {' '.join(args)}\n{done.stdout or done.stderr}")
+        except (OSError, subprocess.TimeoutExpired) as error:
+            reports.append(f"rabbitmqctl {args[0]}: {error}")
+    return "\n".join(reports)
