@@ -17,8 +17,9 @@ def lower_the_worker_priority(**_) -> None:
     """Side effects run behind requests: on a shared host the web answers first (WORKER_NICE)."""
     from django.conf import settings
 
-    if settings.WORKER_NICE:
-        os.nice(settings.WORKER_NICE)  # the pool's processes are forked after this and inherit it
+    from petstore.priority import run_behind_requests
+
+    run_behind_requests(settings.WORKER_NICE)  # the pool's processes are forked after this and inherit it
 
 
 @task_prerun.connect

@@ -245,7 +245,8 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 5
 # Connections are still recycled after this many tasks, and CONN_HEALTH_CHECKS drops dead ones.
 CELERY_DB_REUSE_MAX = 1000
 # The worker's CPU priority (nice): where web and worker share cores, adoptions answer first
-# and the side effects take what is left. 0 keeps the worker at the web's priority.
+# and the side effects take what is left. 0 keeps the worker at the web's priority. A worker
+# that leads its session nices its session's autogroup too (petstore/priority.py says why).
 WORKER_NICE = env.int("WORKER_NICE", default=10)
 # The same for the outbox relay (`manage.py relay_outbox`): it wakes on every commit, and at
 # nice 0 it took the core a request was waiting for (bench e2e, POST p99 with side effects

@@ -1,6 +1,5 @@
 """Publish outbox messages to the broker until stopped (the Procfile's `relay`)."""
 
-import os
 import signal
 import threading
 
@@ -8,6 +7,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from events.relay import Relay
+from petstore.priority import run_behind_requests
 
 
 class Command(BaseCommand):
@@ -18,8 +18,7 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=None)
 
     def handle(self, *args, once: bool, batch_size: int | None, **options):
-        if settings.RELAY_NICE:  # behind requests on shared cores, as the worker (WORKER_NICE)
-            os.nice(settings.RELAY_NICE)
+        run_behind_requests(settings.RELAY_NICE)  # as the worker does (WORKER_NICE)
         relay = Relay(batch_size=batch_size)
         if once:
             sent = relay.drain()
