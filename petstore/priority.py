@@ -14,10 +14,12 @@ AUTOGROUP = Path("/proc/self/autogroup")
 def run_behind_requests(nice: int) -> None:
     """Lower this process's CPU priority by `nice` (inherited by processes it forks later).
 
-    Linux's scheduler first shares the CPU between sessions ("autogroups", on by default), then
-    between the processes of each: a worker alone in its session (a service, a container, a
-    process started with setsid) that only nices itself keeps its session's full share against
-    the web's. So a session leader also nices its autogroup. A process that does not lead its
+    Linux's scheduler first shares the CPU between sessions ("autogroups", on by default for
+    processes outside CPU cgroups), then between the processes of each: a worker alone in its
+    session (started with setsid, as the bench and most service managers do) that only nices
+    itself keeps its session's full share against the web's. Where CPU cgroups divide the
+    machine instead (containers), their weights decide, and this is harmless.
+    So a session leader also nices its autogroup. A process that does not lead its
     session (started from a shell, or by a Procfile runner that also runs the web) leaves the
     autogroup alone: it would slow the web too, and there its own nice already counts.
     """
