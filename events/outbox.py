@@ -22,7 +22,7 @@ from petstore.chores import purge_older_than
 
 from .catalogue import DomainEvent, Message
 from .models import OutboxMessage, StoredEvent
-from .sql import converted, insert, instances, prepared
+from .sql import attnames, converted, insert, instances, prepared
 
 WAKE_CHANNEL = "petstore_outbox"  # NOTIFYed by a trigger on event_outbox (migration 0004)
 
@@ -107,9 +107,9 @@ def claim_batch(*, limit: int, lease: timedelta) -> Claim:
     """Lease up to `limit` due messages to this caller, oldest first."""
     now = timezone.now()
     token = uuid.uuid4()
-    due = _due(now)
     if connection.vendor == "postgresql":
         return Claim(token, _claimed_in_one_statement(now, limit, token, until=now + lease))
+    due = _due(now)
     with transaction.atomic():
         candidates = (
             OutboxMessage.objects.filter(due)
@@ -151,8 +151,7 @@ def _claimed_in_one_statement(
     with connection.cursor() as cursor:
         cursor.execute(statement, params)
         rows = cursor.fetchall()
-    names = [f.attname for f in OutboxMessage._meta.concrete_fields]
-    claimed = instances(OutboxMessage, converted(OutboxMessage, names, rows))
+    claimed = instances(OutboxMessage, converted(OutboxMessage, list(attnames(OutboxMessage)), rows))
     return sorted(claimed, key=lambda message: message.id)
 
 

@@ -66,19 +66,24 @@ def create(instance: M, *, on_conflict: str = "") -> M | None:
     return saved(instance)
 
 
+@lru_cache(maxsize=64)
+def attnames(model: type[Model]) -> tuple[str, ...]:
+    """Every concrete field's attname, in field order: what a whole row holds."""
+    return tuple(f.attname for f in model._meta.concrete_fields)
+
+
 def find(model: type[M], **equal) -> M | None:
     """The row whose fields equal `equal` (a unique key) as an instance, or None: what
     Model.objects.filter(**equal).first() gives, without compiling a query."""
     quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
     where = " AND ".join(f"{quote(model._meta.get_field(name).column)} = %({name})s" for name in equal)
-    names = [f.attname for f in model._meta.concrete_fields]
-    rows = select(model, names, where=where, params=prepared(model, **equal), limit=1)
+    rows = select(model, list(attnames(model)), where=where, params=prepared(model, **equal), limit=1)
     return instances(model, rows)[0] if rows else None
 
 
 def instances(model: type[M], rows: list[list]) -> list[M]:
     """Instances from rows of all the model's fields, in field order, converted already."""
-    names = [f.attname for f in model._meta.concrete_fields]
+    names = attnames(model)
     return [model.from_db(DEFAULT_DB_ALIAS, names, row) for row in rows]
 
 

@@ -23,7 +23,6 @@ from django.db.models import Max, TextField
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast
 from django.utils import timezone
-from psycopg.types.datetime import TimestamptzLoader
 
 from . import outbox
 from .aggregate import Aggregate
@@ -365,11 +364,8 @@ def read_all(*, after: LogPosition = LogPosition(), limit: int = 1000) -> list[L
     )
     sql, params = events.values_list(*LogRow._fields)[:limit].query.sql_with_params()
     with connection.cursor() as cursor:
-        # psycopg's timestamp loader is written in C; Django's is pure Python and was the
-        # largest cost of reading the log. With USE_TZ (always, here) Django's only sets UTC,
-        # the zone of its sessions, which psycopg's gives too. The other columns need no
-        # conversion (the JSON ones stay text), so the rows skip Django's converters.
-        cursor.cursor.adapters.register_loader("timestamptz", TimestamptzLoader)
+        # Timestamps come through psycopg's C loader (petstore/postgresql); the other columns
+        # need no conversion (the JSON ones stay text), so the rows skip Django's converters.
         cursor.execute(sql, params)
         return [LogRow._make(values) for values in cursor.fetchall()]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from datetime import date, datetime, time
 from decimal import Decimal
-from functools import lru_cache
 from uuid import UUID
 
 import orjson
@@ -22,15 +21,18 @@ from djangorestframework_camel_case.util import camelize_re, underscore_to_camel
 from rest_framework.renderers import JSONRenderer
 from rest_framework.utils import encoders
 
-
-@lru_cache(maxsize=4096)  # keys are field names: a few hundred in the whole API
-def camel_key(key: str) -> str:
-    return re.sub(camelize_re, underscore_to_camel, key) if "_" in key else key
-
-
-#: Every str key renamed so far, for the walk's own lookup: a dict's get costs a fraction of a
-#: call to camel_key, and a page of twenty pets renames 180 keys. Bounded like camel_key's cache.
+#: Every str key renamed so far: keys are field names, a few hundred in the whole API. The walk
+#: looks here before it calls anything (a page of twenty pets renames 180 keys).
 _CAMEL_KEYS: dict[str, str] = {}
+
+
+def camel_key(key: str) -> str:
+    renamed = _CAMEL_KEYS.get(key)
+    if renamed is None:
+        renamed = re.sub(camelize_re, underscore_to_camel, key) if "_" in key else key
+        if len(_CAMEL_KEYS) < 4096:
+            _CAMEL_KEYS[key] = renamed
+    return renamed
 
 
 #: Values that hold no dict to rename: settled without a walk (most values of an answer).
@@ -55,11 +57,6 @@ def camelize(data):
 
 
 def _renamed(key):
-    if type(key) is str:
-        renamed = camel_key(key)
-        if len(_CAMEL_KEYS) < 4096:
-            _CAMEL_KEYS[key] = renamed
-        return renamed
     return camel_key(force_str(key)) if isinstance(key, str | Promise) else key
 
 

@@ -15,7 +15,6 @@ from tests.support.processes import PROJECT_DIR
 # A child that lowers its priority by 5 and says what the kernel then reports.
 CHILD = """
 import json, os
-from pathlib import Path
 from petstore.priority import AUTOGROUP, run_behind_requests
 before = os.getpriority(os.PRIO_PROCESS, 0)
 run_behind_requests(5)
