@@ -1,4 +1,5 @@
-"""Commands: each loads a pet, lets the aggregate decide, and saves in one transaction."""
+"""Commands: each loads a pet, lets the aggregate decide, and saves its events with its other
+writes, all or nothing (on PostgreSQL, one statement: events/store.py append)."""
 
 from __future__ import annotations
 
@@ -41,8 +42,9 @@ def pet_load(pet_id: UUID) -> Pet:
         raise PetNotFound(pet_id) from None
 
 
-def _sync_record(pet: Pet, changed_at) -> None:
-    sql.update(  # plain SQL (events/sql.py): every command on a pet runs this
+def _record_synced(pet: Pet, changed_at) -> sql.Statement:
+    """The pet's row in PetRecord brought up to its new state: every command on a pet writes it."""
+    return sql.update_statement(
         PetRecord,
         pet.id,
         name=pet.name,
@@ -53,13 +55,17 @@ def _sync_record(pet: Pet, changed_at) -> None:
     )
 
 
-def _save(pet: Pet, *, context: CommandContext, expected_version: int | None) -> PetChange:
-    rows = pets.save(pet, metadata=context.as_metadata(), expected_version=expected_version)
-    _sync_record(pet, rows[-1].recorded_at)
-    return PetChange(pet.id, pet.version, rows[-1].position)
+def _save(pet: Pet, *, context: CommandContext, expected_version: int | None, also_write=None) -> list:
+    """Append the pet's new events with its PetRecord row and `also_write`'s statements."""
+
+    def writes(rows) -> list[sql.Statement]:
+        return [_record_synced(pet, rows[-1].recorded_at), *(also_write(rows) if also_write else [])]
+
+    return pets.save(
+        pet, metadata=context.as_metadata(), expected_version=expected_version, also_write=writes
+    )
 
 
-@transaction.atomic
 def pet_register(
     *,
     shelter: Shelter,
@@ -78,8 +84,7 @@ def pet_register(
         shelter_id=shelter.id,
         photo_url=photo_url,
     )
-    rows = pets.save(pet, metadata=context.as_metadata(), expected_version=0)
-    PetRecord.objects.create(
+    record = PetRecord(
         id=pet.id,
         shelter=shelter,
         name=pet.name,
@@ -88,9 +93,14 @@ def pet_register(
         photo_url=pet.photo_url or "",
         status=pet.status.value,
         version=pet.version,
-        registered_at=rows[-1].recorded_at,
-        updated_at=rows[-1].recorded_at,
     )
+
+    def record_created(rows) -> list[sql.Statement]:
+        record.registered_at = record.updated_at = rows[-1].recorded_at
+        return [sql.insert_statement(PetRecord, PetRecord._meta.concrete_fields, [record])]
+
+    rows = pets.save(pet, metadata=context.as_metadata(), expected_version=0, also_write=record_created)
+    sql.saved(record)
     return PetChange(pet.id, pet.version, rows[-1].position)
 
 
@@ -100,7 +110,6 @@ class AdoptionStarted:
     position: int
 
 
-@transaction.atomic
 def pet_adopt(
     *,
     pet_id: UUID,
@@ -114,31 +123,32 @@ def pet_adopt(
         raise ShelterMismatch(f"Pet {pet_id} belongs to another shelter.", shelter_id=str(pet.shelter_id))
     adoption = Adoption(id=uuid.uuid4(), pet_id=pet_id, customer=customer, shelter_id=pet.shelter_id)
     pet.adopt(adoption_id=adoption.id, customer_id=customer.id)
-    rows = pets.save(pet, metadata=context.as_metadata(), expected_version=expected_version)
-    _sync_record(pet, rows[-1].recorded_at)
-    adoption.adopted_event_id = rows[-1].event_id
-    adoption.created_at = rows[-1].recorded_at  # what auto_now_add would set, from the event
-    # Plain SQL (events/sql.py): compiling Model.save's INSERT cost more than running it.
-    sql.insert(Adoption, Adoption._meta.concrete_fields, [adoption])
+
+    def adoption_created(rows) -> list[sql.Statement]:  # begun by the PetAdopted event
+        adoption.adopted_event_id = rows[-1].event_id
+        adoption.created_at = rows[-1].recorded_at  # what auto_now_add would set, from the event
+        return [sql.insert_statement(Adoption, Adoption._meta.concrete_fields, [adoption])]
+
+    rows = _save(pet, context=context, expected_version=expected_version, also_write=adoption_created)
     sql.saved(adoption)
     return AdoptionStarted(adoption, rows[-1].position)
 
 
-@transaction.atomic
 def pet_return(
     *, pet_id: UUID, reason: str, expected_version: int | None = None, context: CommandContext
 ) -> PetChange:
     pet = pet_load(pet_id)
     adoption_id = pet.adoption_id
     pet.return_to_shelter(reason=reason)
-    change = _save(pet, context=context, expected_version=expected_version)
-    Adoption.objects.filter(id=adoption_id).update(
-        status=Adoption.Status.RETURNED, returned_at=timezone.now()
-    )
-    return change
+
+    def adoption_returned(rows) -> list[sql.Statement]:
+        returned = {"status": Adoption.Status.RETURNED, "returned_at": rows[-1].recorded_at}
+        return [sql.update_statement(Adoption, adoption_id, **returned)] if adoption_id else []
+
+    rows = _save(pet, context=context, expected_version=expected_version, also_write=adoption_returned)
+    return PetChange(pet.id, pet.version, rows[-1].position)
 
 
-@transaction.atomic
 def pet_rename(
     *, pet_id: UUID, new_name: str, expected_version: int | None = None, context: CommandContext
 ) -> PetChange:
@@ -148,7 +158,8 @@ def pet_rename(
         if expected_version not in (None, pet.version):
             raise ConcurrencyConflict(pet.id, expected_version, pet.version)
         return PetChange(pet.id, pet.version, last_position(pet.id))
-    return _save(pet, context=context, expected_version=expected_version)
+    rows = _save(pet, context=context, expected_version=expected_version)
+    return PetChange(pet.id, pet.version, rows[-1].position)
 
 
 def adoption_step_succeeded(*, adopted_event_id: UUID) -> str | None:

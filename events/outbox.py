@@ -22,7 +22,7 @@ from petstore.chores import purge_older_than
 
 from .catalogue import DomainEvent, Message
 from .models import OutboxMessage, StoredEvent
-from .sql import attnames, converted, insert, instances, prepared
+from .sql import Statement, attnames, converted, insert, insert_statement, instances, prepared
 
 WAKE_CHANNEL = "petstore_outbox"  # NOTIFYed by a trigger on event_outbox (migration 0004)
 
@@ -43,7 +43,29 @@ def headers_for(row: StoredEvent, message_name: str) -> dict[str, Any]:
 
 
 def enqueue(rows: list[StoredEvent], events: list[DomainEvent], announcements: list[list[Message]]) -> None:
-    """Write one outbox row per published message of each stored event."""
+    """Write one outbox row per published message of each stored event (the rows' trigger wakes
+    the relay at COMMIT)."""
+    insert(OutboxMessage, _ENQUEUED_FIELDS, _messages(rows, events, announcements))
+
+
+def enqueue_statement(
+    rows: list[StoredEvent], events: list[DomainEvent], announcements: list[list[Message]], *, appended: str
+) -> Statement:
+    """The INSERT of `enqueue`, as part of one statement with the events' own INSERT: the CTE
+    named `appended`, which returns each event's event_id and position. The rows' positions are
+    not known yet, so each message's position header is read from it."""
+    headers = (
+        "(SELECT message.headers || jsonb_build_object('position', event.position)"
+        " FROM (SELECT %s::jsonb AS headers) message"
+        f" JOIN {appended} event ON event.event_id = (message.headers ->> 'event-id')::uuid)"
+    )
+    messages = _messages(rows, events, announcements)
+    return insert_statement(OutboxMessage, _ENQUEUED_FIELDS, messages, placeholders={"headers": headers})
+
+
+def _messages(
+    rows: list[StoredEvent], events: list[DomainEvent], announcements: list[list[Message]]
+) -> list[OutboxMessage]:
     messages = []
     for row, event, announced in zip(rows, events, announcements, strict=True):
         wire = [
@@ -66,7 +88,7 @@ def enqueue(rows: list[StoredEvent], events: list[DomainEvent], announcements: l
                     available_at=row.recorded_at,
                 )
             )
-    insert(OutboxMessage, _ENQUEUED_FIELDS, messages)  # its trigger wakes the relay at COMMIT
+    return messages
 
 
 _ENQUEUED_FIELDS = [f for f in OutboxMessage._meta.concrete_fields if not f.primary_key]

@@ -22,13 +22,28 @@ from django.db.models.expressions import Col
 M = TypeVar("M", bound=Model)
 
 
-def insert(
-    model: type[Model], fields: list[Field], rows: list[Model], *, on_conflict: str = "", returning: str = ""
-) -> list[tuple]:
-    """INSERT the rows' `fields` in one statement; return the `returning` columns of each row."""
+class Statement(NamedTuple):
+    """SQL with its positional parameters: run alone (`run`), or inside a larger statement."""
+
+    sql: str
+    params: list
+
+
+def insert_statement(
+    model: type[Model],
+    fields: list[Field],
+    rows: list[Model],
+    *,
+    on_conflict: str = "",
+    returning: str = "",
+    placeholders: dict[str, str] | None = None,
+) -> Statement:
+    """The INSERT of the rows' `fields` in one statement. `placeholders` may replace a field's
+    plain %s with an expression around its one parameter."""
     db = connections[DEFAULT_DB_ALIAS]  # once: each `connection.x` goes through a thread-local proxy
     quote = db.ops.quote_name
-    one_row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    placeholders = placeholders or {}
+    one_row = "(" + ", ".join(placeholders.get(field.attname, "%s") for field in fields) + ")"
     sql = " ".join(
         [
             f"INSERT INTO {quote(model._meta.db_table)}",
@@ -39,9 +54,22 @@ def insert(
         ]
     )
     params = [field.get_db_prep_save(getattr(row, field.attname), db) for row in rows for field in fields]
-    with db.cursor() as cursor:
-        cursor.execute(sql, params)
+    return Statement(sql, params)
+
+
+def insert(
+    model: type[Model], fields: list[Field], rows: list[Model], *, on_conflict: str = "", returning: str = ""
+) -> list[tuple]:
+    """INSERT the rows' `fields` in one statement; return the `returning` columns of each row."""
+    statement = insert_statement(model, fields, rows, on_conflict=on_conflict, returning=returning)
+    with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+        cursor.execute(*statement)
         return cursor.fetchall() if returning else []
+
+
+def run(statement: Statement) -> None:
+    with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+        cursor.execute(*statement)
 
 
 def saved(instance: M) -> M:
@@ -195,8 +223,8 @@ def _joined_select(vendor: str, model: type[Model], related: tuple[str, ...]) ->
     return sql, tuple(hops)
 
 
-def update(model: type[Model], pk, **values) -> None:
-    """UPDATE one row's fields, as Model.save(update_fields=…) would, without compiling a query."""
+def update_statement(model: type[Model], pk, **values) -> Statement:
+    """The UPDATE of one row's fields, as Model.save(update_fields=…) would, without compiling a query."""
     db = connections[DEFAULT_DB_ALIAS]
     quote = db.ops.quote_name
     fields = [model._meta.get_field(name) for name in values]
@@ -204,8 +232,12 @@ def update(model: type[Model], pk, **values) -> None:
     params = [field.get_db_prep_save(values[field.name], db) for field in fields]
     params.append(model._meta.pk.get_db_prep_value(pk, db))
     where = f"{quote(model._meta.pk.column)} = %s"
-    with db.cursor() as cursor:
-        cursor.execute(f"UPDATE {quote(model._meta.db_table)} SET {assignments} WHERE {where}", params)
+    return Statement(f"UPDATE {quote(model._meta.db_table)} SET {assignments} WHERE {where}", params)
+
+
+def update(model: type[Model], pk, **values) -> None:
+    """UPDATE one row's fields (update_statement, run)."""
+    run(update_statement(model, pk, **values))
 
 
 def increment(
