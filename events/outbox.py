@@ -65,7 +65,8 @@ def enqueue_statement(
 
 def _messages(
     rows: list[StoredEvent], events: list[DomainEvent], announcements: list[list[Message]]
-) -> list[OutboxMessage]:
+) -> list[dict]:
+    """Each outbox row's fields (a dict per row: nothing reads them as instances)."""
     messages = []
     for row, event, announced in zip(rows, events, announcements, strict=True):
         wire = [
@@ -78,20 +79,22 @@ def _messages(
         wire += [(m.message_name, m.channel, m.to_wire()) for m in announced]
         for name, channel, payload in wire:
             messages.append(
-                OutboxMessage(
-                    event_id=row.event_id,
-                    message_name=name,
-                    routing_key=channel,
-                    payload=payload,
-                    headers=headers_for(row, name),
-                    created_at=row.recorded_at,
-                    available_at=row.recorded_at,
-                )
+                {
+                    **_ENQUEUED_DEFAULTS,
+                    "event_id": row.event_id,
+                    "message_name": name,
+                    "routing_key": channel,
+                    "payload": payload,
+                    "headers": headers_for(row, name),
+                    "created_at": row.recorded_at,
+                    "available_at": row.recorded_at,
+                }
             )
     return messages
 
 
 _ENQUEUED_FIELDS = [f for f in OutboxMessage._meta.concrete_fields if not f.primary_key]
+_ENQUEUED_DEFAULTS = {f.attname: f.get_default() for f in _ENQUEUED_FIELDS}
 
 
 def enqueue_handler(handler, event_id: uuid.UUID, *, at: datetime) -> OutboxMessage:

@@ -32,33 +32,59 @@ class Statement(NamedTuple):
 def insert_statement(
     model: type[Model],
     fields: list[Field],
-    rows: list[Model],
+    rows: list[Model] | list[dict],
     *,
     on_conflict: str = "",
     returning: str = "",
     placeholders: dict[str, str] | None = None,
 ) -> Statement:
-    """The INSERT of the rows' `fields` in one statement. `placeholders` may replace a field's
-    plain %s with an expression around its one parameter."""
+    """The INSERT of the rows' `fields` in one statement. A row is an instance or a dict of
+    every field's attname. `placeholders` may replace a field's plain %s with an expression
+    around its one parameter."""
     db = connections[DEFAULT_DB_ALIAS]  # once: each `connection.x` goes through a thread-local proxy
-    quote = db.ops.quote_name
-    placeholders = placeholders or {}
-    one_row = "(" + ", ".join(placeholders.get(field.attname, "%s") for field in fields) + ")"
-    sql = " ".join(
+    fields = tuple(fields)
+    shape = tuple(sorted((placeholders or {}).items()))
+    sql = _insert_sql(db.vendor, model, fields, len(rows), on_conflict, returning, shape)
+    params = [
+        field.get_db_prep_save(values[field.attname], db)
+        for values in (row if isinstance(row, dict) else vars(row) for row in rows)
+        for field in fields
+    ]
+    return Statement(sql, params)
+
+
+@lru_cache(maxsize=128)
+def _insert_sql(
+    vendor: str,
+    model: type[Model],
+    fields: tuple[Field, ...],
+    row_count: int,
+    on_conflict: str,
+    returning: str,
+    placeholders: tuple[tuple[str, str], ...],
+) -> str:
+    """insert_statement's SQL, built once per shape: the hot paths insert the same shapes."""
+    quote = connections[DEFAULT_DB_ALIAS].ops.quote_name  # the same for every connection of a vendor
+    expressions = dict(placeholders)
+    one_row = "(" + ", ".join(expressions.get(field.attname, "%s") for field in fields) + ")"
+    return " ".join(
         [
             f"INSERT INTO {quote(model._meta.db_table)}",
             f"({', '.join(quote(field.column) for field in fields)})",
-            f"VALUES {', '.join([one_row] * len(rows))}",
+            f"VALUES {', '.join([one_row] * row_count)}",
             on_conflict,
             f"RETURNING {returning}" if returning else "",
         ]
     )
-    params = [field.get_db_prep_save(getattr(row, field.attname), db) for row in rows for field in fields]
-    return Statement(sql, params)
 
 
 def insert(
-    model: type[Model], fields: list[Field], rows: list[Model], *, on_conflict: str = "", returning: str = ""
+    model: type[Model],
+    fields: list[Field],
+    rows: list[Model] | list[dict],
+    *,
+    on_conflict: str = "",
+    returning: str = "",
 ) -> list[tuple]:
     """INSERT the rows' `fields` in one statement; return the `returning` columns of each row."""
     statement = insert_statement(model, fields, rows, on_conflict=on_conflict, returning=returning)
