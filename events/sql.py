@@ -42,9 +42,9 @@ def insert_statement(
     every field's attname. `placeholders` may replace a field's plain %s with an expression
     around its one parameter."""
     db = connections[DEFAULT_DB_ALIAS]  # once: each `connection.x` goes through a thread-local proxy
-    fields = tuple(fields)
+    names = tuple(field.attname for field in fields)  # the cache's key: a Field hashes slowly
     shape = tuple(sorted((placeholders or {}).items()))
-    sql = _insert_sql(db.vendor, model, fields, len(rows), on_conflict, returning, shape)
+    sql = _insert_sql(db.vendor, model, names, len(rows), on_conflict, returning, shape)
     params = [
         field.get_db_prep_save(values[field.attname], db)
         for values in (row if isinstance(row, dict) else vars(row) for row in rows)
@@ -57,7 +57,7 @@ def insert_statement(
 def _insert_sql(
     vendor: str,
     model: type[Model],
-    fields: tuple[Field, ...],
+    names: tuple[str, ...],
     row_count: int,
     on_conflict: str,
     returning: str,
@@ -66,6 +66,7 @@ def _insert_sql(
     """insert_statement's SQL, built once per shape: the hot paths insert the same shapes."""
     quote = connections[DEFAULT_DB_ALIAS].ops.quote_name  # the same for every connection of a vendor
     expressions = dict(placeholders)
+    fields = [model._meta.get_field(name) for name in names]  # attnames are found too
     one_row = "(" + ", ".join(expressions.get(field.attname, "%s") for field in fields) + ")"
     return " ".join(
         [
@@ -252,13 +253,20 @@ def _joined_select(vendor: str, model: type[Model], related: tuple[str, ...]) ->
 def update_statement(model: type[Model], pk, **values) -> Statement:
     """The UPDATE of one row's fields, as Model.save(update_fields=…) would, without compiling a query."""
     db = connections[DEFAULT_DB_ALIAS]
-    quote = db.ops.quote_name
-    fields = [model._meta.get_field(name) for name in values]
-    assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
+    sql, fields = _update_sql(db.vendor, model, tuple(values))
     params = [field.get_db_prep_save(values[field.name], db) for field in fields]
     params.append(model._meta.pk.get_db_prep_value(pk, db))
+    return Statement(sql, params)
+
+
+@lru_cache(maxsize=64)
+def _update_sql(vendor: str, model: type[Model], names: tuple[str, ...]) -> tuple[str, list[Field]]:
+    """update_statement's SQL and fields, built once per model and set of fields."""
+    quote = connections[DEFAULT_DB_ALIAS].ops.quote_name  # the same for every connection of a vendor
+    fields = [model._meta.get_field(name) for name in names]
+    assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
     where = f"{quote(model._meta.pk.column)} = %s"
-    return Statement(f"UPDATE {quote(model._meta.db_table)} SET {assignments} WHERE {where}", params)
+    return f"UPDATE {quote(model._meta.db_table)} SET {assignments} WHERE {where}", fields
 
 
 def update(model: type[Model], pk, **values) -> None:
