@@ -14,6 +14,7 @@ import time
 import uuid
 
 from .harness import Bench, Figure, Goal, log, pet_repository, run_together
+from .stack import machine_busy, proc_stat
 
 CONFIGS = [("ours", 1), ("es", 1), ("ours", 4), ("es", 4)]
 
@@ -22,7 +23,7 @@ def run(bench: Bench) -> list[Figure]:
     rounds = int(bench.scale(2, 1))
     seconds = bench.scale(5, 3)
     es_env = _es_tables_created(bench.es_env())
-    totals: dict[tuple[str, int], list[tuple[int, float, float]]] = {c: [] for c in CONFIGS}
+    totals: dict[tuple[str, int], list[tuple[int, float, float, float]]] = {c: [] for c in CONFIGS}
     for index in range(rounds):
         order = CONFIGS if index % 2 == 0 else list(reversed(CONFIGS))
         for side, writers in order:
@@ -59,26 +60,40 @@ def run(bench: Bench) -> list[Figure]:
     ]
 
 
-def _rate(results: list[tuple[int, float, float]]) -> float:
+def _rate(results: list[tuple[int, float, float, float]]) -> float:
     """Events per second over all rounds of one configuration."""
-    return sum(count for count, _, _ in results) / sum(elapsed for _, elapsed, _ in results)
+    return sum(r[0] for r in results) / sum(r[1] for r in results)
 
 
-def _note(side: str, writers: int, results: list[tuple[int, float, float]]) -> str:
-    events = sum(count for count, _, _ in results)
-    cpu_ms = sum(cpu for _, _, cpu in results) * 1000 / max(1, events)
-    return f"{side} {writers} writer(s): {events} events, {cpu_ms:.2f} ms client CPU per event"
+def _note(side: str, writers: int, results: list[tuple[int, float, float, float]]) -> str:
+    events = sum(r[0] for r in results)
+    cpu_ms = sum(r[2] for r in results) * 1000 / max(1, events)
+    busy = sum(r[3] for r in results) / max(1, len(results))
+    # Writers that wait on each other leave the cores idle; writers bound by CPU keep them busy.
+    return (
+        f"{side} {writers} writer(s): {events} events, {cpu_ms:.2f} ms client CPU per event,"
+        f" both cores {busy:.0%} busy"
+    )
 
 
 def measure(
     side: str, writers: int, seconds: float, es_env: dict[str, str]
-) -> list[tuple[int, float, float]]:
-    """Run `writers` processes together for `seconds`; return [(events, seconds, cpu seconds)]."""
-    counts = run_together(_writer, [(side, seconds, es_env)] * writers, timeout=seconds)
+) -> list[tuple[int, float, float, float]]:
+    """Run `writers` processes together for `seconds`; return [(events, seconds, cpu seconds,
+    the share of the machine's CPU time that was busy meanwhile)]."""
+    started: list[list[int]] = []
+    counts = run_together(
+        _writer,
+        [(side, seconds, es_env)] * writers,
+        timeout=seconds,
+        on_start=lambda: started.append(proc_stat()),
+    )
+    ended = proc_stat()
+    busy = (machine_busy(ended) - machine_busy(started[0])) / max(1, sum(ended) - sum(started[0]))
     # The group's rate is the sum of its writers' own rates (each timed itself from the start).
     events = sum(count for count, _, _ in counts)
     cpu = sum(cpu for _, _, cpu in counts)
-    return [(events, events / sum(count / elapsed for count, elapsed, _ in counts), cpu)]
+    return [(events, events / sum(count / elapsed for count, elapsed, _ in counts), cpu, busy)]
 
 
 def _writer(side: str, seconds: float, es_env: dict[str, str]):

@@ -225,11 +225,12 @@ class Failure:
     traceback: str
 
 
-def run_together(prepare, arg_sets: list[tuple], *, timeout: float) -> list:
+def run_together(prepare, arg_sets: list[tuple], *, timeout: float, on_start=None) -> list:
     """Run prepare(*args) in one spawned process per arg set, then all their work at once.
 
     prepare (a module-level function) connects and warms up, and returns the function to
-    time; every process starts that function when the last one is ready.
+    time; every process starts that function when the last one is ready, as on_start() is
+    called here.
     """
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(len(arg_sets) + 1), ctx.Queue()
@@ -241,6 +242,8 @@ def run_together(prepare, arg_sets: list[tuple], *, timeout: float) -> list:
         process.start()
     try:
         barrier.wait(timeout=180)
+        if on_start is not None:
+            on_start()
     except threading.BrokenBarrierError:
         pass  # a process failed while getting ready: its traceback is on the queue
     out = [results.get(timeout=timeout + 180) for _ in processes]
