@@ -14,7 +14,8 @@ from events import sql
 from events.catalogue import AdoptionCompleted, Species
 from events.context import CommandContext
 from events.handlers import handlers_for
-from events.store import ConcurrencyConflict, StreamNotFound, append, last_position
+from events.models import StoredEvent
+from events.store import AlsoWrite, ConcurrencyConflict, StreamNotFound, append, last_position
 
 from . import pets
 from .domain import DomainError, Pet, PetNotFound
@@ -55,10 +56,12 @@ def _record_synced(pet: Pet, changed_at) -> sql.Statement:
     )
 
 
-def _save(pet: Pet, *, context: CommandContext, expected_version: int | None, also_write=None) -> list:
+def _save(
+    pet: Pet, *, context: CommandContext, expected_version: int | None, also_write: AlsoWrite | None = None
+) -> list[StoredEvent]:
     """Append the pet's new events with its PetRecord row and `also_write`'s statements."""
 
-    def writes(rows) -> list[sql.Statement]:
+    def writes(rows: list[StoredEvent]) -> list[sql.Statement]:
         return [_record_synced(pet, rows[-1].recorded_at), *(also_write(rows) if also_write else [])]
 
     return pets.save(
@@ -95,7 +98,7 @@ def pet_register(
         version=pet.version,
     )
 
-    def record_created(rows) -> list[sql.Statement]:
+    def record_created(rows: list[StoredEvent]) -> list[sql.Statement]:
         record.registered_at = record.updated_at = rows[-1].recorded_at
         return [sql.insert_statement(PetRecord, PetRecord._meta.concrete_fields, [record])]
 
@@ -124,7 +127,7 @@ def pet_adopt(
     adoption = Adoption(id=uuid.uuid4(), pet_id=pet_id, customer=customer, shelter_id=pet.shelter_id)
     pet.adopt(adoption_id=adoption.id, customer_id=customer.id)
 
-    def adoption_created(rows) -> list[sql.Statement]:  # begun by the PetAdopted event
+    def adoption_created(rows: list[StoredEvent]) -> list[sql.Statement]:  # begun by the PetAdopted event
         adoption.adopted_event_id = rows[-1].event_id
         adoption.created_at = rows[-1].recorded_at  # what auto_now_add would set, from the event
         return [sql.insert_statement(Adoption, Adoption._meta.concrete_fields, [adoption])]
@@ -141,7 +144,7 @@ def pet_return(
     adoption_id = pet.adoption_id
     pet.return_to_shelter(reason=reason)
 
-    def adoption_returned(rows) -> list[sql.Statement]:
+    def adoption_returned(rows: list[StoredEvent]) -> list[sql.Statement]:
         returned = {"status": Adoption.Status.RETURNED, "returned_at": rows[-1].recorded_at}
         return [sql.update_statement(Adoption, adoption_id, **returned)] if adoption_id else []
 

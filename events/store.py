@@ -102,7 +102,7 @@ def append(
     Raises ConcurrencyConflict when another writer took one of those versions. Inside the
     caller's transaction the statements join it (and it is marked for rollback on a conflict).
     Outside one, on PostgreSQL, they are a single statement, committed on its own: a command's
-    writes cost one round trip, where BEGIN, an INSERT per table and COMMIT took five.
+    writes cost one round trip, where BEGIN, a statement per table and COMMIT took one each.
     """
     now = timezone.now()
     rows = [
