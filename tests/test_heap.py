@@ -35,6 +35,7 @@ def test_what_start_up_built_is_frozen_at_once(unfrozen):
     assert gc.get_freeze_count() > 0
 
 
+@pytest.mark.django_db  # request_finished's other receivers close old database connections
 def test_the_first_request_freezes_what_it_loaded_and_later_ones_do_not(unfrozen):
     heap.freeze_after_first_request()
     loaded_by_the_first_request = Node()
