@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import NamedTuple
 
 from .harness import Bench, Figure, Goal, log, pet_repository, run_together
 from .stack import machine_busy, proc_stat
@@ -19,11 +20,20 @@ from .stack import machine_busy, proc_stat
 CONFIGS = [("ours", 1), ("es", 1), ("ours", 4), ("es", 4)]
 
 
+class Measured(NamedTuple):
+    """One configuration's round: its writers together."""
+
+    events: int
+    seconds: float
+    cpu_seconds: float  # the writers' own, summed
+    busy: float  # the share of the machine's CPU time that was busy meanwhile
+
+
 def run(bench: Bench) -> list[Figure]:
     rounds = int(bench.scale(2, 1))
     seconds = bench.scale(5, 3)
     es_env = _es_tables_created(bench.es_env())
-    totals: dict[tuple[str, int], list[tuple[int, float, float, float]]] = {c: [] for c in CONFIGS}
+    totals: dict[tuple[str, int], list[Measured]] = {c: [] for c in CONFIGS}
     for index in range(rounds):
         order = CONFIGS if index % 2 == 0 else list(reversed(CONFIGS))
         for side, writers in order:
@@ -60,15 +70,15 @@ def run(bench: Bench) -> list[Figure]:
     ]
 
 
-def _rate(results: list[tuple[int, float, float, float]]) -> float:
+def _rate(results: list[Measured]) -> float:
     """Events per second over all rounds of one configuration."""
-    return sum(r[0] for r in results) / sum(r[1] for r in results)
+    return sum(r.events for r in results) / sum(r.seconds for r in results)
 
 
-def _note(side: str, writers: int, results: list[tuple[int, float, float, float]]) -> str:
-    events = sum(r[0] for r in results)
-    cpu_ms = sum(r[2] for r in results) * 1000 / max(1, events)
-    busy = sum(r[3] for r in results) / max(1, len(results))
+def _note(side: str, writers: int, results: list[Measured]) -> str:
+    events = sum(r.events for r in results)
+    cpu_ms = sum(r.cpu_seconds for r in results) * 1000 / max(1, events)
+    busy = sum(r.busy for r in results) / max(1, len(results))
     # Writers that wait on each other leave the cores idle; writers bound by CPU keep them busy.
     return (
         f"{side} {writers} writer(s): {events} events, {cpu_ms:.2f} ms client CPU per event,"
@@ -76,11 +86,8 @@ def _note(side: str, writers: int, results: list[tuple[int, float, float, float]
     )
 
 
-def measure(
-    side: str, writers: int, seconds: float, es_env: dict[str, str]
-) -> list[tuple[int, float, float, float]]:
-    """Run `writers` processes together for `seconds`; return [(events, seconds, cpu seconds,
-    the share of the machine's CPU time that was busy meanwhile)]."""
+def measure(side: str, writers: int, seconds: float, es_env: dict[str, str]) -> list[Measured]:
+    """Run `writers` processes together for `seconds`; return the round's measurement."""
     started: list[list[int]] = []
     counts = run_together(
         _writer,
@@ -93,7 +100,7 @@ def measure(
     # The group's rate is the sum of its writers' own rates (each timed itself from the start).
     events = sum(count for count, _, _ in counts)
     cpu = sum(cpu for _, _, cpu in counts)
-    return [(events, events / sum(count / elapsed for count, elapsed, _ in counts), cpu, busy)]
+    return [Measured(events, events / sum(count / elapsed for count, elapsed, _ in counts), cpu, busy)]
 
 
 def _writer(side: str, seconds: float, es_env: dict[str, str]):

@@ -89,14 +89,22 @@ def insert(
 ) -> list[tuple]:
     """INSERT the rows' `fields` in one statement; return the `returning` columns of each row."""
     statement = insert_statement(model, fields, rows, on_conflict=on_conflict, returning=returning)
-    with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
-        cursor.execute(*statement)
-        return cursor.fetchall() if returning else []
+    if not returning:
+        run(statement)
+        return []
+    return fetch(statement)
 
 
 def run(statement: Statement) -> None:
     with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
         cursor.execute(*statement)
+
+
+def fetch(statement: Statement) -> list[tuple]:
+    """Run a statement that returns rows; return them as the database sent them (unconverted)."""
+    with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+        cursor.execute(*statement)
+        return cursor.fetchall()
 
 
 def saved(instance: M) -> M:

@@ -28,7 +28,7 @@ from . import outbox
 from .aggregate import Aggregate
 from .catalogue import DomainEvent, event_from_stored, event_from_stored_json
 from .models import Snapshot, StoredEvent
-from .sql import Statement, insert, insert_statement, prepared, run, saved, select
+from .sql import Statement, fetch, insert, insert_statement, prepared, run, saved, select
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -154,9 +154,7 @@ def _append_in_one_statement(
     sql = "WITH " + ", ".join(f"{name} AS ({statement.sql})" for name, statement in parts)
     sql += " SELECT event_id, position, transaction_id FROM appended"
     try:
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [param for _, statement in parts for param in statement.params])
-            returned = {event_id: (position, txid) for event_id, position, txid in cursor.fetchall()}
+        returned = fetch(Statement(sql, [param for _, statement in parts for param in statement.params]))
     except IntegrityError as error:
         if getattr(getattr(error.__cause__, "diag", None), "constraint_name", None) != _ONE_EVENT_PER_VERSION:
             raise
@@ -164,8 +162,14 @@ def _append_in_one_statement(
         raise ConcurrencyConflict(
             first.stream_id, first.stream_version - 1, stream_version(first.stream_id)
         ) from None
-    for row in rows:
-        row.position, row.transaction_id = returned[row.event_id]
+    by_event = {event_id: (position, txid) for event_id, position, txid in returned}
+    _mark_appended(rows, [by_event[row.event_id] for row in rows])
+
+
+def _mark_appended(rows: list[StoredEvent], positions: list[tuple[int, int]]) -> None:
+    """Give each appended row its (position, transaction id) and mark it saved."""
+    for row, (position, transaction_id) in zip(rows, positions, strict=True):
+        row.position, row.transaction_id = position, transaction_id
         saved(row)
 
 
@@ -201,9 +205,7 @@ def _insert(rows: list[StoredEvent]) -> bool:
             if previous_writer and (previous_writer[0] or 0) > transaction_id:
                 transaction.set_rollback(True)  # the row went in: it must never commit
                 raise WroteTooEarly(row.stream_id, row.stream_version)
-    for row, (position, transaction_id, *_) in zip(rows, returned, strict=True):
-        row.position, row.transaction_id = position, transaction_id
-        saved(row)
+    _mark_appended(rows, [(position, transaction_id) for position, transaction_id, *_ in returned])
     return True
 
 

@@ -23,6 +23,8 @@ def freeze_after_first_request() -> None:
 
 
 def _freeze_what_the_first_request_loaded(**_) -> None:
+    # request_finished comes as the server closes the response, once it is sent: the one
+    # full collection here delays the worker's next request, never this one's answer.
     request_finished.disconnect(dispatch_uid=_FIRST_REQUEST)
     _freeze()
 
