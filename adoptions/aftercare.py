@@ -67,11 +67,10 @@ def vet_appointment_schedule(*, adoption: Adoption) -> VetAppointment:
     """Book the first free slot; a slot taken concurrently makes us try the next one.
 
     Only the first day with room is read slot by slot, so booking stays cheap however far
-    ahead the calendar is filled.
+    ahead the calendar is filled. Booking twice gives the first appointment back: the second
+    INSERT meets the one-appointment-per-adoption constraint (see _book), so there is no
+    lookup before booking.
     """
-    existing = _booked_for(adoption)
-    if existing:
-        return existing
     full = None  # read once the first day's slots tell how many visits fill a day
     length = dt.timedelta(minutes=adoption.shelter.vet_slot_minutes)
     for day in _working_days(adoption.created_at):

@@ -74,14 +74,19 @@ def adoption_details(adoption: Adoption) -> AdoptionDetails:
 
 
 def adoption_details_by_id(adoption_id: UUID) -> AdoptionDetails:
-    """adoption_details without loading the adoption: two plain SELECTs (events/sql.py), for the
-    step that completes it, which runs once for every adoption."""
+    """adoption_details without loading the adoption: one plain SELECT (events/sql.py) asks for
+    both, for the step that completes it, which runs once for every adoption."""
     certificate = Adoption.certificate.related.related_model  # notifications' model, not imported here
     appointment = Adoption.vet_appointment.related.related_model
-    of_adoption = {"where": "adoption_id = %(id)s", "params": sql.prepared(Adoption, id=adoption_id)}
-    has_certificate = bool(sql.select(certificate, ["id"], **of_adoption))
-    starts_at = sql.select(appointment, ["starts_at"], **of_adoption)
-    return _details(adoption_id, has_certificate, starts_at[0][0] if starts_at else None)
+    [(has_certificate, starts_at)] = sql.fetch(
+        sql.Statement(
+            f"SELECT EXISTS (SELECT 1 FROM {certificate._meta.db_table} WHERE adoption_id = %(id)s),"
+            f" (SELECT starts_at FROM {appointment._meta.db_table} WHERE adoption_id = %(id)s)",
+            sql.prepared(Adoption, id=adoption_id),
+        )
+    )
+    [[vet_date]] = sql.converted(appointment, ["starts_at"], [[starts_at]])
+    return _details(adoption_id, bool(has_certificate), vet_date)
 
 
 def _details(adoption_id: UUID, has_certificate: bool, vet_date: datetime | None) -> AdoptionDetails:

@@ -26,7 +26,7 @@ class Statement(NamedTuple):
     """SQL with its positional parameters: run alone (`run`), or inside a larger statement."""
 
     sql: str
-    params: list
+    params: list | dict  # positional (%s) or named (%(name)s) placeholders
 
 
 def insert_statement(

@@ -215,6 +215,18 @@ def test_vet_appointments_fill_working_hours_one_per_slot(shelter):
     assert (starts[1] - starts[0]).total_seconds() == shelter.vet_slot_minutes * 60
 
 
+def test_booking_an_adoption_twice_gives_back_its_first_appointment(shelter, customer):
+    """No lookup before booking: the second INSERT meets the one-per-adoption constraint."""
+    from adoptions import aftercare
+
+    adoption = adopt(register_pet(shelter=shelter, name="Twice"), customer)
+    first = aftercare.vet_appointment_schedule(adoption=adoption)
+    again = aftercare.vet_appointment_schedule(adoption=adoption)
+
+    assert again.pk == first.pk and again.starts_at == first.starts_at
+    assert VetAppointment.objects.filter(adoption=adoption).count() == 1
+
+
 def booked_slots(shelter) -> list:
     return sorted(VetAppointment.objects.filter(shelter=shelter).values_list("starts_at", flat=True))
 

@@ -302,3 +302,79 @@ def test_retry_delay_is_capped_by_the_configured_maximum(settings):
     for attempts in (5, 6, 20, 200, 5000):  # 5 s doubled reaches 80 s at the 5th attempt
         drawn = delays(attempts)
         assert 30.0 <= min(drawn) and max(drawn) <= 60.0, (attempts, min(drawn), max(drawn))
+
+
+def test_a_succeeding_task_lets_go_of_its_lock_in_the_statement_that_records_it(
+    flaky_handler, require_postgres
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    handler, calls, _, _ = flaky_handler
+    event = renamed_event()
+
+    with CaptureQueriesContext(connection) as queries:
+        assert deliver(handler.name, event.event_id) == "succeeded"
+
+    statements = [query["sql"] for query in queries]
+    assert not [sql for sql in statements if sql.startswith("SELECT pg_advisory_unlock")]
+    [recorded] = [sql for sql in statements if "RETURNING pg_advisory_unlock" in sql]
+    assert recorded.startswith('UPDATE "event_delivery"')
+    assert calls == [event.event_id] and advisory_locks_held() == 0
+
+
+@pytest.fixture
+def settling_fails(flaky_handler):
+    """The flaky handler, whose owner fails to hear of a success (after the lock was let go);
+    `also` runs first, in that moment."""
+    handler, calls, _, _ = flaky_handler
+    also = []
+
+    def fail(delivery):
+        if delivery.status == "succeeded":
+            for action in also:
+                action()
+            raise RuntimeError("the owner's write failed")
+
+    HANDLERS[handler.name] = failing = handler.__class__(**{**vars(handler), "on_settled": fail})
+    return failing, calls, also
+
+
+def test_a_success_that_fails_after_letting_go_of_the_lock_is_recorded_as_a_failed_attempt(
+    settling_fails, require_postgres
+):
+    handler, calls, _ = settling_fails
+    event = renamed_event()
+
+    assert deliver(handler.name, event.event_id) == "failed"  # retried later, as any failure
+
+    delivery = Delivery.objects.get(handler=handler.name, event_id=event.event_id)
+    assert (delivery.status, delivery.attempts) == ("failed", 1)
+    assert "the owner's write failed" in delivery.last_error
+    assert OutboxMessage.objects.filter(event_id=event.event_id, handler=handler.name).exists()
+    assert calls == [event.event_id] and advisory_locks_held() == 0
+
+
+def test_a_success_that_fails_after_a_copy_took_the_lock_is_left_to_the_copy(
+    settling_fails, require_postgres
+):
+    import psycopg
+    from django.db import connection
+
+    from events.delivery import _lock_key
+
+    handler, calls, also = settling_fails
+    event = renamed_event()
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as copy:
+        # A copy of the message claims the delivery between the early unlock and the failure.
+        also.append(
+            lambda: copy.execute("SELECT pg_advisory_lock(%s)", [_lock_key(handler.name, event.event_id)])
+        )
+
+        assert deliver(handler.name, event.event_id) == "busy"
+
+        delivery = Delivery.objects.get(handler=handler.name, event_id=event.event_id)
+        assert (delivery.status, delivery.attempts) == ("running", 1)  # the copy will record it
+        assert not OutboxMessage.objects.filter(event_id=event.event_id, handler=handler.name).exists()
+        assert calls == [event.event_id]
+        assert advisory_locks_held() == 0  # ours; the copy holds its own
