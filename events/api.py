@@ -3,6 +3,7 @@
 import yaml
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.views.decorators.http import require_safe
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.permissions import AllowAny
@@ -39,6 +40,7 @@ class AsyncAPIJsonView(APIView):
         return JsonResponse(document(), json_dumps_params={"indent": 2})
 
 
+@require_safe
 def asyncapi_page(request):
     """A page built from the document: channels, their messages, schemas and operations."""
     doc = document()

@@ -123,3 +123,62 @@ def api_csrf_failure(request, reason=""):
     """CSRF_FAILURE_VIEW: a refused form post to a plain Django view under /api/ answers JSON too."""
     refused = _json_for_api(request, 403, "csrf_failed", f"CSRF verification failed: {reason}")
     return refused or csrf.csrf_failure(request, reason)
+
+
+#: The code an error under /api/ gets when something other than our DRF views answered it.
+STATUS_CODES = {
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    414: "uri_too_long",
+    415: "unsupported_media_type",
+    429: "throttled",
+    500: "internal_error",
+    503: "service_unavailable",
+}
+#: Headers an error keeps when it is rewritten as JSON: they tell the client what to do next.
+KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
+
+
+class ApiErrorsAsJson:
+    """Middleware: under /api/, every error is JSON with a code, whoever answered it.
+
+    Our DRF views answer JSON already (json_exception_handler). Others can answer under
+    /api/ too: the OpenAPI views (their errors rendered as HTML or YAML, like their pages),
+    plain Django views (a bare 405), and a bug, which with DEBUG on would be Django's HTML
+    debug page (handler500 only runs with DEBUG off). Pages that succeed keep their type.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if not request.path.startswith("/api/") or response.status_code < 400:
+            return response
+        if response.get("Content-Type", "").startswith("application/json"):
+            return response
+        status = response.status_code
+        code = STATUS_CODES.get(status, "error")
+        reason = getattr(response, "reason_phrase", "") or code.replace("_", " ")
+        rewritten = JsonResponse(error_body(code, f"{reason}."), status=status)
+        for header in KEPT_HEADERS:
+            if header in response:
+                rewritten[header] = response[header]
+        return rewritten
+
+    def process_exception(self, request, exception):
+        """A bug under /api/: logged as Django logs it, answered as handler500 answers it."""
+        if not request.path.startswith("/api/"):
+            return None
+        logging.getLogger("django.request").error(
+            "Internal Server Error: %s",
+            request.path,
+            exc_info=(type(exception), exception, exception.__traceback__),
+            extra={"status_code": 500, "request": request},
+        )
+        return api_server_error(request)

@@ -45,7 +45,7 @@ class MinPositionQuery(serializers.Serializer):
 
 class AvailablePetsQuery(MinPositionQuery):
     species = serializers.ChoiceField(choices=[s.value for s in Species], required=False)
-    max_age = serializers.IntegerField(min_value=0, required=False)
+    max_age = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False)  # the column's range
     shelter_id = serializers.UUIDField(required=False)
     cursor = serializers.CharField(required=False, help_text="From the `next` or `previous` link.")
 
