@@ -118,10 +118,10 @@ class AdoptPetView(APIView):
     @idempotent
     def post(self, request):
         data = validated(serializers.AdoptPetInput, request.data)
-        customer = adopting_customer(request.user, data.get("customer_id"))
-        if customer_of(request.user) is None:
+        if customer_of(request.user) is None:  # staff of the pet's shelter, before anything about customers
             pet = selectors.pet_record_get(pet_id=data["pet_id"])
             require_shelter_staff(request.user, pet.shelter_id)
+        customer = adopting_customer(request.user, data.get("customer_id"))
         started = services.pet_adopt(
             pet_id=data["pet_id"],
             customer=customer,

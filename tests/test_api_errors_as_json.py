@@ -102,3 +102,18 @@ def test_a_bug_under_the_api_answers_json_even_with_debug_on(client, broken_rout
     assert "a bug" not in response.content.decode()  # the traceback is logged, not shown
     assert any(record.exc_info and "a bug" in str(record.exc_info[1]) for record in caplog.records)
     assert json.loads(response.content)  # a body a client can parse
+
+
+def test_staff_of_another_shelter_learn_nothing_about_customers_from_an_adoption(other_staff, pet, customer):
+    from django.contrib.auth import get_user_model
+
+    from tests.conftest import client_for
+
+    theirs = client_for(other_staff)
+    nobody = client_for(get_user_model().objects.create_user("nobody", password="x-1234567"))
+    for client, customer_id in ((theirs, customer.id), (theirs, uuid.uuid4()), (nobody, uuid.uuid4())):
+        response = client.post(
+            "/api/adoptions", {"petId": str(pet.id), "customerId": str(customer_id)}, format="json"
+        )
+        # The same answer whether or not the customer exists: their pet's shelter is not theirs.
+        assert error_of(response, 403)["code"] == "not_shelter_staff"

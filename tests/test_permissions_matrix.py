@@ -122,7 +122,7 @@ CASES = [
             customer=(202, None),
             other_customer=(202, None),
             shelter_staff=(400, "validation_error"),  # staff must say for whom
-            other_staff=(400, "validation_error"),
+            other_staff=(403, "not_shelter_staff"),  # the pet's shelter is checked first
             superuser=(400, "validation_error"),
         ),
         body=lambda w: {"petId": str(w.available_pet.id)},
