@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from uuid import UUID
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
@@ -270,6 +271,8 @@ def _finish(delivery: Delivery, status: str, error: str = "", *, releasing: Clai
 
 def _fail(handler: Handler, delivery: Delivery, error: Exception, *, permanent: bool = False) -> str:
     message = f"{type(error).__name__}: {error}"[:2000]
+    if isinstance(error, SoftTimeLimitExceeded):  # its own text says nothing: "SoftTimeLimitExceeded()"
+        message = f"SoftTimeLimitExceeded: ran past its soft time limit of {handler.soft_time_limit}s"
     with transaction.atomic():
         if permanent or delivery.attempts >= handler.attempts_allowed:
             _finish(delivery, Status.DEAD, message)
@@ -337,7 +340,10 @@ def recover_stalled() -> int:
                 stalled = Delivery.objects.select_for_update().get(pk=delivery.pk)
                 if stalled.status != Status.RUNNING or stalled.started_at != delivery.started_at:
                     continue
-                error = TimeoutError(f"no outcome {int(limit.total_seconds())}s after it started")
+                error = TimeoutError(
+                    f"no outcome {int(limit.total_seconds())}s after it started: its worker died,"
+                    f" or its hard time limit ({handler.time_limit}s) ended it"
+                )
                 _fail(handler, stalled, error)
                 recovered += 1
     return recovered

@@ -41,6 +41,12 @@ class Handler:
     on_settled: Callable[[Delivery], None] | None = field(default=None, compare=False)
 
     @property
+    def soft_time_limit(self) -> int:
+        """Seconds after which the step is interrupted (SoftTimeLimitExceeded), before the hard
+        limit ends its pool process."""
+        return max(1, self.time_limit - 5)
+
+    @property
     def attempts_allowed(self) -> int:
         return self.max_attempts or settings.HANDLER_MAX_ATTEMPTS
 
@@ -66,7 +72,8 @@ def event_handler(
     def register(run: Callable[[RecordedEvent], None]) -> Callable[[RecordedEvent], None]:
         if name in HANDLERS:
             raise ValueError(f"handler {name} declared twice")
-        handler = Handler(name, tuple(on), queue, run, time_limit, max_attempts, on_settled)
+        limit = settings.HANDLER_TIME_LIMITS.get(name, time_limit)  # a drill's override, from the env
+        handler = Handler(name, tuple(on), queue, run, limit, max_attempts, on_settled)
         HANDLERS[name] = handler
         _celery_task(handler)
         return run
@@ -84,7 +91,7 @@ def _celery_task(handler: Handler):
         acks_late=True,
         reject_on_worker_lost=True,
         time_limit=handler.time_limit,
-        soft_time_limit=max(1, handler.time_limit - 5),
+        soft_time_limit=handler.soft_time_limit,
         ignore_result=True,
         autoretry_for=(db.InterfaceError, db.OperationalError),
         retry_backoff=True,

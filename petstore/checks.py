@@ -72,6 +72,15 @@ def handler_queues_and_limits(app_configs=None, **kwargs) -> list[checks.CheckMe
                     id="petstore.E006",
                 )
             )
+    for name, seconds in settings.HANDLER_TIME_LIMITS.items():  # a misspelt name would be ignored
+        if name not in HANDLERS or type(seconds) is not int or seconds <= 0:
+            errors.append(
+                checks.Error(
+                    f"HANDLER_TIME_LIMITS gives {name!r} {seconds!r}.",
+                    hint="Name a declared handler and a positive whole number of seconds.",
+                    id="petstore.E008",
+                )
+            )
     if settings.HANDLER_RETRY_MAX_SECONDS <= 0:
         errors.append(checks.Error("HANDLER_RETRY_MAX_SECONDS must be positive.", id="petstore.E007"))
     return errors

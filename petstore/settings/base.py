@@ -311,6 +311,8 @@ HANDLER_MAX_ATTEMPTS = env.int("HANDLER_MAX_ATTEMPTS", default=6)
 HANDLER_RETRY_BASE_SECONDS = env.float("HANDLER_RETRY_BASE_SECONDS", default=5.0)
 HANDLER_RETRY_MAX_SECONDS = env.float("HANDLER_RETRY_MAX_SECONDS", default=600.0)
 
+# JSON {handler name: seconds} replacing declared hard time limits, for drills; same in every process.
+HANDLER_TIME_LIMITS = env.json("HANDLER_TIME_LIMITS", default={})
 # A delivery still `running` this long after its handler's time limit is counted as failed.
 DELIVERY_STALL_MARGIN_SECONDS = env.int("DELIVERY_STALL_MARGIN_SECONDS", default=60)
 RELAY_CHORES_SECONDS = env.float("RELAY_CHORES_SECONDS", default=30.0)

@@ -378,3 +378,19 @@ def test_a_success_that_fails_after_a_copy_took_the_lock_is_left_to_the_copy(
         assert not OutboxMessage.objects.filter(event_id=event.event_id, handler=handler.name).exists()
         assert calls == [event.event_id]
         assert advisory_locks_held() == 0  # ours; the copy holds its own
+
+
+def test_a_step_past_its_soft_time_limit_is_recorded_with_the_limit(flaky_handler):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    handler, _, _, _ = flaky_handler
+
+    def slow(event):
+        raise SoftTimeLimitExceeded()  # what Celery raises inside a step past its soft limit
+
+    HANDLERS[handler.name] = handler.__class__(**{**vars(handler), "run": slow, "time_limit": 30})
+    event = renamed_event()
+
+    assert deliver(handler.name, event.event_id) == "failed"
+    delivery = Delivery.objects.get(handler=handler.name, event_id=event.event_id)
+    assert delivery.last_error == "SoftTimeLimitExceeded: ran past its soft time limit of 25s"
