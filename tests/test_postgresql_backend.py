@@ -62,3 +62,31 @@ def test_a_connection_the_server_ended_fails_the_health_check_and_the_next_query
             assert cursor.fetchone()[0] != backend
     finally:
         other.close()
+
+
+def test_a_server_that_never_answers_fails_the_connect_after_the_timeout(monkeypatch):
+    """A host that drops packets would otherwise hang a connect until a task's time limit."""
+    import socket
+    import time
+
+    import environ
+    from django.db import OperationalError
+
+    from petstore.settings.base import database
+
+    silent = socket.socket()  # accepts (the kernel does) and never says a word
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    monkeypatch.setenv("DATABASE_CONNECT_TIMEOUT", "1")
+    port = silent.getsockname()[1]
+    settings_dict = database(environ.Env.db_url_config(f"postgres://postgres@127.0.0.1:{port}/petstore"))
+    assert settings_dict["OPTIONS"]["connect_timeout"] == 1
+    wrapper = django_postgresql.DatabaseWrapper({**connection.settings_dict, **settings_dict}, alias="silent")
+    try:
+        started = time.monotonic()
+        with pytest.raises(OperationalError, match="timeout"):
+            wrapper.ensure_connection()
+        assert 0.9 < time.monotonic() - started < 5  # the timeout ended it, not something else
+    finally:
+        wrapper.close()
+        silent.close()

@@ -239,7 +239,7 @@ def database_options(**environ: str) -> dict:
 def test_postgresql_connections_prepare_repeated_statements():
     options = database_options(DATABASE_URL="postgres://postgres@127.0.0.1:5432/petstore")
 
-    assert options == {"server_side_binding": True, "prepare_threshold": 5}
+    assert options == {"server_side_binding": True, "prepare_threshold": 5, "connect_timeout": 5}
 
 
 def test_prepared_statements_can_be_turned_off_for_a_pooler():
@@ -247,7 +247,7 @@ def test_prepared_statements_can_be_turned_off_for_a_pooler():
         DATABASE_URL="postgres://postgres@127.0.0.1:5432/petstore", DATABASE_PREPARE_THRESHOLD="off"
     )
 
-    assert options == {"server_side_binding": True, "prepare_threshold": None}
+    assert options == {"server_side_binding": True, "prepare_threshold": None, "connect_timeout": 5}
 
 
 @pytest.mark.django_db

@@ -105,6 +105,10 @@ def database(config: dict) -> dict:
         config.setdefault("OPTIONS", {}).update(
             server_side_binding=True, prepare_threshold=None if threshold == "off" else int(threshold)
         )
+        # A server that drops packets instead of refusing would hang a connect until a task's
+        # time limit; failing after a few seconds lets the caller's retry (Celery's autoretry,
+        # the relay's loop, a 503 to the API) take over.
+        config["OPTIONS"].setdefault("connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5))
     if config["ENGINE"] == "django.db.backends.sqlite3":
         # WAL lets the web, relay and worker processes read while one writes.
         config["OPTIONS"] = {
