@@ -6,6 +6,7 @@ from rest_framework import serializers
 
 from events.catalogue import Species, upcast
 from events.models import Delivery
+from petstore.shared_serializers import UUIDText
 
 from .domain import PetStatus
 from .models import Adoption
@@ -37,25 +38,25 @@ class RegisterPetInput(StrictSerializer):
     name = serializers.CharField(max_length=100, min_length=1)
     species = serializers.ChoiceField(choices=[s.value for s in Species])
     age = serializers.IntegerField(min_value=0, max_value=100)
-    shelter_id = serializers.UUIDField()
+    shelter_id = UUIDText()
     photo_url = serializers.URLField(max_length=500, required=False, allow_null=True)
 
 
 class AdoptPetInput(StrictSerializer):
-    pet_id = serializers.UUIDField()
-    customer_id = serializers.UUIDField(required=False, allow_null=True)
-    shelter_id = serializers.UUIDField(required=False, allow_null=True)
+    pet_id = UUIDText()
+    customer_id = UUIDText(required=False, allow_null=True)
+    shelter_id = UUIDText(required=False, allow_null=True)
     expected_version = expected_version_field()
 
 
 class ReturnPetInput(StrictSerializer):
-    pet_id = serializers.UUIDField()
+    pet_id = UUIDText()
     reason = serializers.CharField(max_length=1000, min_length=1)
     expected_version = expected_version_field()
 
 
 class RenamePetInput(StrictSerializer):
-    pet_id = serializers.UUIDField()
+    pet_id = UUIDText()
     new_name = serializers.CharField(max_length=100, min_length=1)
     expected_version = expected_version_field()
 

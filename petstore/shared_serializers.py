@@ -34,3 +34,13 @@ def represented(serializer_class: type[serializers.Serializer], instance) -> dic
 @cache
 def _shared(serializer_class: type[serializers.Serializer]) -> serializers.Serializer:
     return serializer_class()
+
+
+class UUIDText(serializers.UUIDField):
+    """A UUID written as text, as JSON carries one. DRF's own field also takes a number
+    (123 becomes 00000000-0000-0000-0000-00000000007b), which no client means."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid", value=data)
+        return super().to_internal_value(data)

@@ -117,3 +117,11 @@ def test_staff_of_another_shelter_learn_nothing_about_customers_from_an_adoption
         )
         # The same answer whether or not the customer exists: their pet's shelter is not theirs.
         assert error_of(response, 403)["code"] == "not_shelter_staff"
+
+
+def test_an_id_given_as_a_number_is_not_a_uuid(staff_client, pet):
+    """DRF's UUIDField would read 123 as 00000000-…-00000000007b."""
+    response = staff_client.post("/api/commands/rename-pet", {"petId": 123, "newName": "Zed"}, format="json")
+
+    error = error_of(response, 400)
+    assert error["code"] == "validation_error" and "petId" in error["details"]["fields"]

@@ -138,3 +138,19 @@ def test_a_forged_x_forwarded_for_does_not_escape_the_anonymous_limit(rates, set
     assert statuses == [200, 200]
     assert_throttled(third)
     assert through_the_proxy("198.51.100.99", "203.0.113.8").status_code == 200  # another client
+
+
+def test_with_no_proxy_in_front_x_forwarded_for_is_ignored(rates, settings):
+    """The default (no proxy, as `make run` serves): the client is the socket's address, so
+    writing any X-Forwarded-For does not escape the anonymous limit."""
+    rates(anon="2/minute")
+    assert settings.REST_FRAMEWORK["NUM_PROXIES"] == 0
+    client = APIClient(REMOTE_ADDR="203.0.113.7")
+
+    statuses = [
+        client.get(AVAILABLE_PETS, HTTP_X_FORWARDED_FOR=f"198.51.100.{n}").status_code for n in range(2)
+    ]
+    third = client.get(AVAILABLE_PETS, HTTP_X_FORWARDED_FOR="198.51.100.99")
+
+    assert statuses == [200, 200]
+    assert_throttled(third)

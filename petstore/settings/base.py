@@ -198,6 +198,9 @@ REST_FRAMEWORK = {
         "user": env.str("THROTTLE_USER_RATE", default="1200/minute"),
     },
     "DEFAULT_SCHEMA_CLASS": "petstore.openapi.AutoSchema",
+    # Proxies in front of the web process (production.py: 1). With none, the client is the
+    # socket's address: X-Forwarded-For, which anyone can write, never names it.
+    "NUM_PROXIES": env.int("DJANGO_NUM_PROXIES", default=0),
 }
 
 # OpenAPI at /api/schema/ and /api/docs/ (petstore/openapi.py): camelCase as on the wire, no CDN.
