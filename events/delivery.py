@@ -29,7 +29,7 @@ from uuid import UUID
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from . import incoming, outbox, sql
@@ -113,6 +113,44 @@ def deliver(handler_name: str, event_id: UUID) -> str:
                 return "busy"
             return _fail(handler, delivery, error, permanent=isinstance(error, PermanentFailure))
     return Status.SUCCEEDED
+
+
+def hard_time_limit_reached(handler_name: str, event_id: UUID) -> None:
+    """Schedule another attempt of a step whose hard time limit is ending it.
+
+    Called by the worker's main process (HandlerTask.on_failure) before it ends the pool
+    process, which still holds the step's lock and may hold its delivery row: nothing here
+    waits for either. The attempt is not marked failed (the next attempt's claim counts it,
+    and a step that keeps outliving its limit goes dead as WorkerLost once its attempts are
+    used); its error is written only if the row is free this instant. Without this the
+    delivery stays `running` until recover_stalled finds it, minutes later.
+    """
+    handler = HANDLERS.get(handler_name)
+    if handler is None:
+        return
+    error = f"TimeLimitExceeded: ran past its hard time limit of {handler.time_limit}s; its process was ended"
+    running = Delivery.objects.filter(handler=handler.name, event_id=event_id, status=Status.RUNNING)
+    try:
+        with transaction.atomic():
+            attempts = running.values_list("attempts", flat=True).first()
+            if attempts is None:  # it finished after all
+                return
+            try:
+                with transaction.atomic():  # a savepoint: a locked row costs only the error text
+                    if connection.vendor == "postgresql":
+                        with connection.cursor() as cursor:
+                            cursor.execute("SET LOCAL lock_timeout = '100ms'")
+                    running.update(last_error=error)
+            except OperationalError:
+                logger.info("%s on %s: its row is locked, the error is not recorded", handler.name, event_id)
+            outbox.enqueue_handler(handler, event_id, at=timezone.now() + retry_delay(attempts))
+    except DatabaseError:  # recover_stalled will find the delivery left running
+        logger.warning(
+            "could not schedule %s on %s after its time limit", handler.name, event_id, exc_info=True
+        )
+    finally:
+        if not connection.in_atomic_block:  # the worker's main process keeps no connection of its own
+            connection.close()
 
 
 class WorkerLost(Exception):

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from uuid import UUID
 
-from celery import shared_task
+from celery import Task, shared_task
+from celery.exceptions import TimeLimitExceeded
 from django import db
 from django.conf import settings
 
@@ -81,12 +82,26 @@ def event_handler(
     return register
 
 
+class HandlerTask(Task):
+    """A handler's Celery task: schedules another attempt when a hard time limit ends it."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        # Celery (5.7 on) calls this in the worker's main process when the hard time limit ends
+        # a step, just before it ends the pool process. Older Celery does not: recover_stalled
+        # finds the delivery left `running` minutes later instead.
+        if isinstance(exc, TimeLimitExceeded) and args:
+            from .delivery import hard_time_limit_reached
+
+            hard_time_limit_reached(self.name, UUID(args[0]))
+
+
 def _celery_task(handler: Handler):
     # The handler's own failures are recorded and retried by events.delivery, in the database.
     # When the database itself cannot be reached (PostgreSQL restarting, a cut connection),
     # nothing can be recorded: the message is published again after a short, jittered, capped
     # backoff, for as long as it takes, so that no step is acknowledged and lost.
     @shared_task(
+        base=HandlerTask,
         name=handler.name,
         acks_late=True,
         reject_on_worker_lost=True,

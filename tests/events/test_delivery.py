@@ -394,3 +394,70 @@ def test_a_step_past_its_soft_time_limit_is_recorded_with_the_limit(flaky_handle
     assert deliver(handler.name, event.event_id) == "failed"
     delivery = Delivery.objects.get(handler=handler.name, event_id=event.event_id)
     assert delivery.last_error == "SoftTimeLimitExceeded: ran past its soft time limit of 25s"
+
+
+def claimed_and_left_running(handler) -> StoredEvent:
+    """An event whose delivery is `running`: a pool process claimed it and is still in the step."""
+    event = renamed_event()
+    Delivery.objects.create(
+        handler=handler.name,
+        event_id=event.event_id,
+        event_type=event.event_type,
+        status="running",
+        attempts=1,
+        started_at=timezone.now(),
+    )
+    return event
+
+
+def test_a_hard_time_limit_schedules_the_next_attempt_at_once_and_says_why(flaky_handler):
+    from events.delivery import hard_time_limit_reached
+
+    handler, _, _, _ = flaky_handler
+    event = claimed_and_left_running(handler)
+
+    hard_time_limit_reached(handler.name, event.event_id)
+
+    delivery = Delivery.objects.get(handler=handler.name, event_id=event.event_id)
+    assert (delivery.status, delivery.attempts) == ("running", 1)  # the next claim counts it
+    assert delivery.last_error == (
+        f"TimeLimitExceeded: ran past its hard time limit of {handler.time_limit}s; its process was ended"
+    )
+    [retry] = OutboxMessage.objects.filter(event_id=event.event_id, handler=handler.name)
+    assert retry.available_at > timezone.now()  # after the usual backoff
+
+
+def test_a_step_that_finished_after_all_gets_no_other_attempt(flaky_handler):
+    from events.delivery import hard_time_limit_reached
+
+    handler, _, _, _ = flaky_handler
+    event = renamed_event()
+    assert deliver(handler.name, event.event_id) == "succeeded"
+
+    hard_time_limit_reached(handler.name, event.event_id)
+
+    assert not OutboxMessage.objects.filter(event_id=event.event_id, handler=handler.name).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_hard_time_limit_never_waits_for_the_row_the_step_still_holds(flaky_handler, require_postgres):
+    """The pool process is ended only after the worker's main process returns: waiting for its
+    row lock would wait for ever. The next attempt is scheduled all the same."""
+    import time
+
+    import psycopg
+    from django.db import connection
+
+    from events.delivery import hard_time_limit_reached
+
+    handler, _, _, _ = flaky_handler
+    event = claimed_and_left_running(handler)
+    with psycopg.connect(**connection.get_connection_params()) as pool_process:  # in a transaction
+        pool_process.execute("SELECT 1 FROM event_delivery WHERE event_id = %s FOR UPDATE", [event.event_id])
+        started = time.monotonic()
+        hard_time_limit_reached(handler.name, event.event_id)
+        assert time.monotonic() - started < 2
+
+    delivery = Delivery.objects.get(handler=handler.name, event_id=event.event_id)
+    assert delivery.last_error == ""  # the row was busy: only the error text is lost
+    assert OutboxMessage.objects.filter(event_id=event.event_id, handler=handler.name).count() == 1
