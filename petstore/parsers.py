@@ -58,8 +58,8 @@ def _fields_named_once(pairs: list[tuple[str, object]]) -> dict:
     the command would act on a pet the client may not have meant.
     """
     named: dict[str, str] = {}
-    for key in (key for key, _ in pairs):
-        field = camel_to_underscore(key) if isinstance(key, str) else key
+    for key, _ in pairs:
+        field = camel_to_underscore(key)  # JSON object keys are always strings
         if field in named:
             raise DuplicateField(f'The fields "{named[field]}" and "{key}" name the same field "{field}".')
         named[field] = key

@@ -13,6 +13,7 @@ welcome package, the counters moved once). It reports what is **lost** (committe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import os
@@ -189,19 +190,25 @@ class Drill:
             raise AssertionError(f"{error}\ndeliveries:\n{deliveries}\n{logs}\n{broker}") from None
 
 
-@pytest.fixture
-def drill(require_postgres, broker, settings, tmp_path) -> Iterator[Drill]:
-    """A relay thread, an SMTP server and clean handler queues; workers are started by the test."""
+@contextlib.contextmanager
+def drill_world(broker: str, settings, tmp_path: Path) -> Iterator[Drill]:
+    """An SMTP server and clean handler queues; the processes the test starts are stopped after."""
     assert {h.name for h in handlers_for("PetAdopted")} == set(STEPS)  # a new step needs a ledger
     settings.MEDIA_ROOT = tmp_path / "media"  # the worker's too: PETSTORE_VAR_DIR=tmp_path
     purge_queues(broker, settings.PETSTORE_HANDLER_QUEUES)  # no task of an earlier test
     with smtp_server() as (mailbox, port):
         world = Drill(broker, mailbox, port, tmp_path)
         try:
-            with relay_running(Relay()):
-                yield world
+            yield world
         finally:
             world.stop_workers()
+
+
+@pytest.fixture
+def drill(require_postgres, broker, settings, tmp_path) -> Iterator[Drill]:
+    """A relay thread, an SMTP server and clean handler queues; workers are started by the test."""
+    with drill_world(broker, settings, tmp_path) as world, relay_running(Relay()):
+        yield world
 
 
 # --------------------------------------------------------------------------- the ledger

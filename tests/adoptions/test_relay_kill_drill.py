@@ -27,7 +27,7 @@ from django.db.models import Sum
 
 from adoptions.models import Adoption, AdoptionStats, ShelterInventory
 from events.broker import broker_connection
-from events.handlers import HANDLERS, handlers_for
+from events.handlers import HANDLERS
 from events.models import Delivery, OutboxMessage, StoredEvent
 from events.relay import Relay
 from tests.adoptions.test_fanout_faults import (
@@ -39,13 +39,13 @@ from tests.adoptions.test_fanout_faults import (
     Drill,
     Ledger,
     adopt_through_api,
+    drill_world,
     ledger,
     message_key,
-    smtp_server,
 )
 from tests.factories import register_pet
 from tests.support.processes import child_env, start
-from tests.support.rabbit import bind_queue, delete_queue, fetch_all, purge_queues
+from tests.support.rabbit import bind_queue, delete_queue, fetch_all
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services]
 
@@ -61,16 +61,10 @@ LEASE_SECONDS = 1  # a dead relay's claim expires at once: its successor takes t
 
 @pytest.fixture
 def relay_drill(require_postgres, broker, settings, tmp_path) -> Iterator[Drill]:
-    """The fan-out drill's world without its relay thread: the test runs relay processes."""
-    assert {h.name for h in handlers_for("PetAdopted")} == set(STEPS)  # a new step needs a ledger
-    settings.MEDIA_ROOT = tmp_path / "media"  # the worker's too: PETSTORE_VAR_DIR=tmp_path
-    purge_queues(broker, settings.PETSTORE_HANDLER_QUEUES)  # no task of an earlier test
-    with smtp_server() as (mailbox, port):
-        world = Drill(broker, mailbox, port, tmp_path)
-        try:
-            yield world
-        finally:
-            world.stop_workers()  # the relays too: the drill keeps them with its workers
+    """The fan-out drill's world without its relay thread: the test runs relay processes (kept
+    with the drill's workers, so they are stopped with them)."""
+    with drill_world(broker, settings, tmp_path) as world:
+        yield world
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """Running handlers: once in effect, retries in the outbox, dead letters and redrive."""
 
+import dataclasses
 import io
 import uuid
 from datetime import timedelta
@@ -61,6 +62,21 @@ def renamed_event() -> StoredEvent:
         metadata=CommandContext.system().as_metadata(),
     )
     return row
+
+
+def claimed_and_left_running(handler, *, started_at=None) -> StoredEvent:
+    """An event whose delivery is `running` since `started_at` (now): a pool process claimed it
+    and is still in the step, or died in it."""
+    event = renamed_event()
+    Delivery.objects.create(
+        handler=handler.name,
+        event_id=event.event_id,
+        event_type=event.event_type,
+        status="running",
+        attempts=1,
+        started_at=started_at or timezone.now(),
+    )
+    return event
 
 
 def test_handler_runs_once_and_a_redelivery_is_skipped(flaky_handler):
@@ -158,14 +174,8 @@ def test_unknown_event_is_acknowledged_without_a_delivery(flaky_handler):
 def test_a_delivery_left_running_past_its_time_limit_is_retried(flaky_handler, settings):
     handler, calls, settled, _ = flaky_handler
     settings.DELIVERY_STALL_MARGIN_SECONDS = 0
-    event = renamed_event()
-    Delivery.objects.create(
-        handler=handler.name,
-        event_id=event.event_id,
-        event_type=event.event_type,
-        status="running",
-        attempts=1,
-        started_at=timezone.now() - timedelta(seconds=handler.time_limit + 1),
+    event = claimed_and_left_running(
+        handler, started_at=timezone.now() - timedelta(seconds=handler.time_limit + 1)
     )
 
     assert recover_stalled() == 1
@@ -178,15 +188,7 @@ def test_a_delivery_left_running_past_its_time_limit_is_retried(flaky_handler, s
 
 def test_a_recent_running_delivery_is_left_alone(flaky_handler):
     handler, *_ = flaky_handler
-    event = renamed_event()
-    Delivery.objects.create(
-        handler=handler.name,
-        event_id=event.event_id,
-        event_type=event.event_type,
-        status="running",
-        attempts=1,
-        started_at=timezone.now(),
-    )
+    claimed_and_left_running(handler)
 
     assert recover_stalled() == 0
 
@@ -336,7 +338,7 @@ def settling_fails(flaky_handler):
                 action()
             raise RuntimeError("the owner's write failed")
 
-    HANDLERS[handler.name] = failing = handler.__class__(**{**vars(handler), "on_settled": fail})
+    HANDLERS[handler.name] = failing = dataclasses.replace(handler, on_settled=fail)
     return failing, calls, also
 
 
@@ -388,26 +390,12 @@ def test_a_step_past_its_soft_time_limit_is_recorded_with_the_limit(flaky_handle
     def slow(event):
         raise SoftTimeLimitExceeded()  # what Celery raises inside a step past its soft limit
 
-    HANDLERS[handler.name] = handler.__class__(**{**vars(handler), "run": slow, "time_limit": 30})
+    HANDLERS[handler.name] = dataclasses.replace(handler, run=slow, time_limit=30)
     event = renamed_event()
 
     assert deliver(handler.name, event.event_id) == "failed"
     delivery = Delivery.objects.get(handler=handler.name, event_id=event.event_id)
     assert delivery.last_error == "SoftTimeLimitExceeded: ran past its soft time limit of 25s"
-
-
-def claimed_and_left_running(handler) -> StoredEvent:
-    """An event whose delivery is `running`: a pool process claimed it and is still in the step."""
-    event = renamed_event()
-    Delivery.objects.create(
-        handler=handler.name,
-        event_id=event.event_id,
-        event_type=event.event_type,
-        status="running",
-        attempts=1,
-        started_at=timezone.now(),
-    )
-    return event
 
 
 def test_a_hard_time_limit_schedules_the_next_attempt_at_once_and_says_why(flaky_handler):
