@@ -213,6 +213,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_AUTHENTICATION": [],  # the contract is public, like the AsyncAPI document
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_GENERATE_CHOICE_DESCRIPTION": False,
+    # Ids in paths are UUIDs in either case (petstore/url_converters.py).
+    "PATH_CONVERTER_OVERRIDES": {"any_case_uuid": {"type": "string", "format": "uuid"}},
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
