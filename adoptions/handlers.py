@@ -24,9 +24,23 @@ def adoption_settled(delivery: Delivery) -> None:
         services.adoption_progress(adopted_event_id=delivery.event_id)
 
 
-def adoption_step(name: str, *, queue: str, on: tuple[str, ...] = ("PetAdopted",), time_limit: int = 60):
+def adoption_step(
+    name: str,
+    *,
+    queue: str,
+    on: tuple[str, ...] = ("PetAdopted",),
+    time_limit: int = 60,
+    max_attempts: int = 0,
+):
     """Declare a handler that is one step of every adoption."""
-    return event_handler(name=name, on=on, queue=queue, time_limit=time_limit, on_settled=adoption_settled)
+    return event_handler(
+        name=name,
+        on=on,
+        queue=queue,
+        time_limit=time_limit,
+        max_attempts=max_attempts,
+        on_settled=adoption_settled,
+    )
 
 
 def adoption_of(event: RecordedEvent) -> Adoption:

@@ -36,7 +36,7 @@ class Handler:
     queue: str
     run: Callable[[RecordedEvent], None]
     time_limit: int = 60  # seconds; must stay well under RabbitMQ's consumer timeout
-    max_attempts: int = 0  # 0: settings.HANDLER_MAX_ATTEMPTS
+    max_attempts: int = 0  # 0: settings.HANDLER_MAX_ATTEMPTS (HANDLER_ATTEMPT_LIMITS overrides both)
     #: Called with the Delivery, in the transaction that records it succeeded, went dead or was
     #: redriven (e.g. to complete an adoption).
     on_settled: Callable[[Delivery], None] | None = field(default=None, compare=False)
@@ -49,7 +49,13 @@ class Handler:
 
     @property
     def attempts_allowed(self) -> int:
-        return self.max_attempts or settings.HANDLER_MAX_ATTEMPTS
+        """Attempts before the delivery goes dead: the operator's per-handler limit, else the
+        declared one, else the default. Read when counted, so a changed setting applies at once."""
+        return (
+            settings.HANDLER_ATTEMPT_LIMITS.get(self.name)
+            or self.max_attempts
+            or settings.HANDLER_MAX_ATTEMPTS
+        )
 
 
 HANDLERS: dict[str, Handler] = {}

@@ -81,6 +81,15 @@ def handler_queues_and_limits(app_configs=None, **kwargs) -> list[checks.CheckMe
                     id="petstore.E008",
                 )
             )
+    for name, attempts in settings.HANDLER_ATTEMPT_LIMITS.items():
+        if name not in HANDLERS or type(attempts) is not int or attempts <= 0:
+            errors.append(
+                checks.Error(
+                    f"HANDLER_ATTEMPT_LIMITS gives {name!r} {attempts!r}.",
+                    hint="Name a declared handler and a positive whole number of attempts.",
+                    id="petstore.E009",
+                )
+            )
     if settings.HANDLER_RETRY_MAX_SECONDS <= 0:
         errors.append(checks.Error("HANDLER_RETRY_MAX_SECONDS must be positive.", id="petstore.E007"))
     return errors

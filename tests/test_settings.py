@@ -99,6 +99,26 @@ def test_a_handler_time_limit_reaching_the_rabbitmq_consumer_timeout_fails_the_c
     ]
 
 
+@pytest.mark.parametrize(
+    "limits",
+    [{"notifications.certficate": 8}, {"notifications.certificate": 0}, {"notifications.certificate": "8"}],
+)
+def test_an_attempt_limit_for_no_handler_or_not_a_positive_count_fails_the_check(settings, limits):
+    settings.HANDLER_ATTEMPT_LIMITS = limits
+
+    [(name, attempts)] = limits.items()
+    assert petstore_errors()["petstore.E009"] == [f"HANDLER_ATTEMPT_LIMITS gives {name!r} {attempts!r}."]
+
+
+def test_emails_get_about_half_an_hour_of_retries_by_default():
+    # 5 s doubling to the 600 s ceiling: a mail server down for minutes must not kill every email.
+    waits = [
+        min(settings.HANDLER_RETRY_BASE_SECONDS * 2**n, 600) for n in range(settings.HANDLER_MAX_ATTEMPTS - 1)
+    ]
+    assert 25 * 60 <= sum(waits) <= 60 * 60
+    assert settings.EMAIL_TIMEOUT and settings.EMAIL_TIMEOUT <= 30
+
+
 @pytest.mark.parametrize("seconds", [0, -1])
 def test_a_retry_ceiling_that_is_not_positive_fails_the_check(settings, seconds):
     settings.HANDLER_RETRY_MAX_SECONDS = seconds

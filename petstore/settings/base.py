@@ -175,6 +175,9 @@ if EMAIL_CONFIG["EMAIL_BACKEND"].endswith("filebased.EmailBackend"):
     folder = EMAIL_CONFIG.get("EMAIL_FILE_PATH") or str(VAR_DIR / "mail")
     EMAIL_CONFIG["EMAIL_FILE_PATH"] = folder if Path(folder).is_absolute() else f"/{folder}"
 vars().update(EMAIL_CONFIG)
+# Seconds an SMTP connect or reply may take: a mail server that hangs fails the attempt, which
+# is retried, instead of holding a worker until the step's time limit.
+EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", default=10.0)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="PetStore <adoptions@petstore.local>")
 
 REST_FRAMEWORK = {
@@ -316,7 +319,11 @@ PROJECTION_SWEEP_SECONDS = env.float("PROJECTION_SWEEP_SECONDS", default=1.0)
 PROJECTION_WAIT_SECONDS = env.float("PROJECTION_WAIT_SECONDS", default=3.0)
 
 # Handler retries: exponential backoff with jitter, kept in the outbox (not as broker ETAs).
-HANDLER_MAX_ATTEMPTS = env.int("HANDLER_MAX_ATTEMPTS", default=6)
+# Ten attempts wait 5, 10, 20 … 600 s: about half an hour, so a mail server down for minutes
+# delays the emails instead of sending every one of them to the dead letters.
+HANDLER_MAX_ATTEMPTS = env.int("HANDLER_MAX_ATTEMPTS", default=10)
+# JSON {handler name: attempts} for handlers that deserve more (or fewer) than that.
+HANDLER_ATTEMPT_LIMITS = env.json("HANDLER_ATTEMPT_LIMITS", default={})
 HANDLER_RETRY_BASE_SECONDS = env.float("HANDLER_RETRY_BASE_SECONDS", default=5.0)
 HANDLER_RETRY_MAX_SECONDS = env.float("HANDLER_RETRY_MAX_SECONDS", default=600.0)
 

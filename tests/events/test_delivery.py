@@ -110,6 +110,26 @@ def test_failure_is_retried_through_the_outbox_then_dead(flaky_handler):
     assert deliver(handler.name, event.event_id) == "skipped"  # dead stays dead until redriven
 
 
+def test_an_operators_attempt_limit_for_one_handler_replaces_the_default(flaky_handler, settings):
+    handler, _, settled, behaviour = flaky_handler
+    behaviour["fail"] = True
+    settings.HANDLER_ATTEMPT_LIMITS = {handler.name: 2}
+    event = renamed_event()
+
+    statuses = [deliver(handler.name, event.event_id) for _ in range(2)]
+
+    assert statuses == ["failed", "dead"]
+    assert Delivery.objects.get(handler=handler.name, event_id=event.event_id).attempts == 2
+    assert settled == ["dead"]
+
+
+def test_a_handler_may_declare_its_own_attempt_limit(flaky_handler):
+    handler, _, _, _ = flaky_handler
+
+    assert handler.attempts_allowed == 3  # HANDLER_MAX_ATTEMPTS, as the fixture sets it
+    assert dataclasses.replace(handler, max_attempts=5).attempts_allowed == 5
+
+
 def test_a_delivery_that_keeps_killing_its_worker_goes_dead_instead_of_looping(flaky_handler):
     handler, calls, settled, behaviour = flaky_handler
     behaviour["fail"] = "kills the worker"
