@@ -284,9 +284,10 @@ class ShelterDashboardView(APIView):
         managed = managed_shelter_ids(request.user)
         if managed is not None and not managed:
             return error_response(403, "forbidden", "Only shelter staff have a dashboard.")
-        if behind := caught_up_or_503(["shelter_dashboard", "adoption_history"], params.get("min_position")):
+        shown = ["shelter_dashboard", "adoption_history"]  # the week's adoptions come from the history
+        if behind := caught_up_or_503(shown, params.get("min_position")):
             return behind
-        position = selectors.projection_position("shelter_dashboard")  # before the rows
+        position = selectors.projections_position(shown)  # before the rows
         body = {"shelters": selectors.shelter_dashboard_list(shelter_ids=managed)}
         return with_position(Response(body), position)
 

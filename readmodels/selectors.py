@@ -158,18 +158,35 @@ class UnknownPosition(LookupError):
     pass
 
 
+def projections_position(names: list[str]) -> int:
+    """projection_position of the answer's projections together: the one furthest behind in
+    the order they apply the log, so the header never claims what one of them lacks."""
+    states = ProjectionState.objects.filter(name__in=names).values_list("transaction_id", "position")
+    found = [LogPosition(*state) for state in states]
+    return min(found).position if len(found) == len(names) else 0
+
+
 def wait_until_projected(names: list[str], position: int, *, timeout: float) -> bool:
-    """Wait (bounded) until each projection has applied the event at `position`."""
+    """Wait (bounded) until each projection has applied the event at `position`.
+
+    A projection stopped on a failed event short of it will not get there until staff act:
+    the answer is given at once instead of after the whole wait."""
     target = log_position_of(position)
     if target is None:
         raise UnknownPosition(position)
     deadline = time.monotonic() + timeout
+    failed = ProjectionState.Status.FAILED
     while True:
-        states = ProjectionState.objects.filter(name__in=names).values_list("transaction_id", "position")
-        reached = [LogPosition(*s) >= target for s in states]
+        states = ProjectionState.objects.filter(name__in=names).values_list(
+            "transaction_id", "position", "status"
+        )
+        reached = [LogPosition(txid, at) >= target for txid, at, _ in states]
         if len(reached) == len(names) and all(reached):
             return True
-        if time.monotonic() >= deadline:
+        stuck = any(
+            status == failed and not done for (_, _, status), done in zip(states, reached, strict=True)
+        )
+        if stuck or time.monotonic() >= deadline:
             return False
         time.sleep(0.05)
 

@@ -1,5 +1,7 @@
 """Read-your-writes: a query given minPosition says why it cannot answer yet."""
 
+import time
+
 import pytest
 from django.db import transaction
 
@@ -23,6 +25,19 @@ def test_min_position_a_stopped_projection_cannot_reach_is_a_503_projection_fail
     assert error["message"] == "available_pets stopped on an event; staff have been told."
     assert error["details"] == {"minPosition": listing_stopped_on_bad.position}
     assert response["Retry-After"] == "1"
+
+
+def test_min_position_a_stopped_projection_cannot_reach_is_answered_without_waiting(
+    api_client, listing_stopped_on_bad, settings
+):
+    """It will not move until staff fix it: no client holds a web worker for the whole wait."""
+    settings.PROJECTION_WAIT_SECONDS = 30
+
+    started = time.monotonic()
+    response = api_client.get("/api/queries/available-pets", {"minPosition": listing_stopped_on_bad.position})
+
+    assert response.status_code == 503 and error_code(response) == "projection_failed"
+    assert time.monotonic() - started < 10
 
 
 def test_min_position_below_where_a_projection_stopped_still_answers(
