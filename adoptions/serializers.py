@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from events.catalogue import Species, upcast
+from events.catalogue import EVENT_TYPES, Species, upcast
 from events.models import Delivery
 from petstore.shared_serializers import UUIDText
 
@@ -118,10 +118,16 @@ class PetEventOutput(serializers.Serializer):
     position = serializers.IntegerField()
     version = serializers.IntegerField(source="stream_version")
     type = serializers.CharField(source="event_type")
-    schema_version = serializers.IntegerField()
+    schema_version = serializers.SerializerMethodField(help_text="The version `data` is in: the current one.")
+    stored_schema_version = serializers.IntegerField(
+        source="schema_version", help_text="The version the event was recorded in (older ones are upcast)."
+    )
     data = serializers.SerializerMethodField()
     metadata = serializers.JSONField()
     recorded_at = serializers.DateTimeField()
+
+    def get_schema_version(self, event) -> int:
+        return EVENT_TYPES[event.event_type].version
 
     def get_data(self, event) -> dict:
         """The payload at its current schema version (old versions are upcast on read)."""

@@ -3,6 +3,7 @@
 import uuid
 
 import pytest
+from django.utils import timezone
 
 from adoptions.models import Adoption, PetRecord
 from events.models import OutboxMessage, StoredEvent
@@ -336,6 +337,29 @@ def test_pet_history_lists_every_event_in_order_for_staff(staff_client, customer
     assert [e["version"] for e in history] == [1, 2]
     assert history[0]["data"]["name"] == pet.name
     assert customer_client.get(f"/api/pets/{pet.id}/events").status_code == 403
+
+
+def test_pet_history_gives_an_old_event_upcast_with_the_version_its_data_is_in(staff_client, shelter):
+    """A PetRegistered recorded at version 1 (before photos) reads as version 2, and says so."""
+    pet_id, now = uuid.uuid4(), timezone.now()
+    StoredEvent.objects.create(
+        stream_type="pet",
+        stream_id=pet_id,
+        stream_version=1,
+        event_type="PetRegistered",
+        schema_version=1,
+        payload={"name": "Old", "species": "cat", "age": 9, "shelter_id": str(shelter.id)},
+        recorded_at=now,
+    )
+    PetRecord.objects.create(
+        id=pet_id, shelter=shelter, name="Old", species="cat", age=9, status="available", version=1,
+        registered_at=now, updated_at=now,
+    )  # fmt: skip
+
+    [registered] = staff_client.get(f"/api/pets/{pet_id}/events").json()
+
+    assert registered["storedSchemaVersion"] == 1
+    assert registered["schemaVersion"] == 2 and registered["data"]["photoUrl"] is None
 
 
 def test_adoption_is_visible_to_its_customer_and_shelter_staff_only(
