@@ -43,8 +43,17 @@ def events_exchange() -> kombu.Exchange:
 
 
 def unrouted_queue() -> kombu.Queue:
+    """Events no queue was bound for, kept for operators to look at — for a while, and up to a
+    number: until another service binds to petstore.events, that is every event, and the
+    stream already keeps them all (the oldest are dropped first)."""
     exchange = kombu.Exchange(settings.EVENTS_UNROUTED_EXCHANGE, type="fanout", durable=True)
-    return kombu.Queue(UNROUTED_QUEUE, exchange, durable=True)
+    limits = {
+        "x-message-ttl": round(settings.EVENTS_UNROUTED_KEEP_HOURS * 3_600_000),
+        "x-max-length": settings.EVENTS_UNROUTED_MAX_LENGTH,
+    }
+    return kombu.Queue(
+        UNROUTED_QUEUE, exchange, durable=True, queue_arguments={k: v for k, v in limits.items() if v}
+    )
 
 
 def events_stream() -> kombu.Queue:

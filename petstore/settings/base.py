@@ -298,6 +298,10 @@ CELERY_TIMEZONE = TIME_ZONE
 # --- Event log, outbox and relay ---
 EVENTS_EXCHANGE = env.str("EVENTS_EXCHANGE", default="petstore.events")
 EVENTS_UNROUTED_EXCHANGE = env.str("EVENTS_UNROUTED_EXCHANGE", default="petstore.unrouted")
+# How long, and how many, unrouted events petstore.unrouted keeps (0: no limit). RabbitMQ refuses
+# to redeclare a queue with other limits: after changing them, delete the queue once.
+EVENTS_UNROUTED_KEEP_HOURS = env.float("EVENTS_UNROUTED_KEEP_HOURS", default=24.0)
+EVENTS_UNROUTED_MAX_LENGTH = env.int("EVENTS_UNROUTED_MAX_LENGTH", default=100_000)
 # A replayable copy of every event: a RabbitMQ stream behind a fanout exchange (AMQP brokers only).
 EVENTS_STREAM_ENABLED = env.bool("EVENTS_STREAM_ENABLED", default=True)
 EVENTS_STREAM_NAME = env.str("EVENTS_STREAM_NAME", default="petstore.events.stream")

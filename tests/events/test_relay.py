@@ -10,7 +10,7 @@ import kombu
 import pytest
 
 from events import outbox
-from events.broker import UNROUTED_QUEUE, ConfirmingPublisher, broker_connection
+from events.broker import UNROUTED_QUEUE, ConfirmingPublisher, broker_connection, unrouted_queue
 from events.models import OutboxMessage
 from tests.factories import adopt_pet, register_pet
 from tests.support.rabbit import (
@@ -150,6 +150,38 @@ def test_message_no_queue_is_bound_for_lands_in_the_unrouted_queue_and_is_marked
     assert sent == 2 and unsent() == 0
     kept = deliveries(fetch_all(broker, UNROUTED_QUEUE, at_least=2))
     assert {key: kept[key] for key in outbox_rows()} == {key: 1 for key in outbox_rows()}
+
+
+def test_the_unrouted_queue_keeps_only_the_newest_events_up_to_its_limit(
+    broker, make_relay, shelter, settings
+):
+    """Until a service binds to petstore.events every event is unrouted: the queue must not grow
+    for ever (the stream keeps them all)."""
+    delete_queue(broker, UNROUTED_QUEUE)  # declared with the default limits: redeclared smaller
+    settings.EVENTS_UNROUTED_MAX_LENGTH = 2
+    try:
+        register_pet(shelter=shelter, name="First")
+        second = register_pet(shelter=shelter, name="Second")
+
+        sent = make_relay(ConfirmingPublisher(broker)).drain(timeout=10)
+
+        kept = fetch_all(broker, UNROUTED_QUEUE, at_least=2)
+    finally:
+        delete_queue(broker, UNROUTED_QUEUE)
+        settings.EVENTS_UNROUTED_MAX_LENGTH = 100_000
+        declare_topology_on(broker)  # petstore.unrouted back as the other tests expect it
+    assert sent == 4
+    # The oldest two, First's pet.registered and pet.available, were dropped first.
+    assert sorted(m.delivery_info["routing_key"] for m in kept) == ["pet.available", "pet.registered"]
+    assert {m.headers["stream-id"] for m in kept} == {str(second.id)}
+
+
+def test_the_unrouted_queue_is_declared_with_a_retention_and_a_length_limit(settings):
+    settings.EVENTS_UNROUTED_KEEP_HOURS, settings.EVENTS_UNROUTED_MAX_LENGTH = 1.5, 10
+    assert unrouted_queue().queue_arguments == {"x-message-ttl": 5_400_000, "x-max-length": 10}
+
+    settings.EVENTS_UNROUTED_KEEP_HOURS, settings.EVENTS_UNROUTED_MAX_LENGTH = 0, 0
+    assert not unrouted_queue().queue_arguments
 
 
 def test_message_even_the_alternate_exchange_cannot_route_is_returned_and_stays_unsent(
