@@ -93,3 +93,41 @@ def handler_queues_and_limits(app_configs=None, **kwargs) -> list[checks.CheckMe
     if settings.HANDLER_RETRY_MAX_SECONDS <= 0:
         errors.append(checks.Error("HANDLER_RETRY_MAX_SECONDS must be positive.", id="petstore.E007"))
     return errors
+
+
+@checks.register(checks.Tags.database, deploy=True)
+def production_services(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """`check --deploy`: the embedded defaults are for a laptop, not for shelters' data."""
+    from django.db import connections
+
+    from events.broker import is_rabbitmq
+
+    messages = []
+    if connections["default"].vendor != "postgresql":  # asks the backend class, connects to nothing
+        messages.append(
+            checks.Error(
+                "The database is not PostgreSQL.",
+                hint="Set DATABASE_URL=postgres://…: the SQLite file serialises every writer "
+                "and has no advisory locks, LISTEN/NOTIFY or SKIP LOCKED.",
+                id="petstore.E010",
+            )
+        )
+    if not is_rabbitmq(settings.CELERY_BROKER_URL):
+        messages.append(
+            checks.Error(
+                "The Celery broker is not RabbitMQ.",
+                hint="Set CELERY_BROKER_URL=amqp://…: the filesystem transport has no publisher "
+                "confirms, no redelivery of a dead worker's tasks and no stream.",
+                id="petstore.E011",
+            )
+        )
+    if settings.CACHES["default"]["BACKEND"].endswith("LocMemCache"):
+        messages.append(
+            checks.Warning(
+                "The cache is each process's own memory.",
+                hint="Set REDIS_URL=redis://…: otherwise every web process counts the rate limits "
+                "and the admin's login throttle on its own.",
+                id="petstore.W001",
+            )
+        )
+    return messages

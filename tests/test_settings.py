@@ -126,22 +126,50 @@ def test_a_retry_ceiling_that_is_not_positive_fails_the_check(settings, seconds)
     assert "petstore.E007" in petstore_errors()
 
 
-def test_production_settings_pass_check_deploy():
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "petstore.settings.production",
-        "DJANGO_SECRET_KEY": "k3v!Qz8#pL2@wX9$" * 4,
-        "DJANGO_ALLOWED_HOSTS": "petstore.example.org",
-    }
+PRODUCTION = {
+    "DJANGO_SETTINGS_MODULE": "petstore.settings.production",
+    "DJANGO_SECRET_KEY": "k3v!Qz8#pL2@wX9$" * 4,
+    "DJANGO_ALLOWED_HOSTS": "petstore.example.org",
+    # Named, not reached: check --deploy opens no connection.
+    "DATABASE_URL": "postgres://petstore@db.example.org:5432/petstore",
+    "CELERY_BROKER_URL": "amqp://petstore:secret@mq.example.org:5672//",
+    "REDIS_URL": "redis://cache.example.org:6379/0",
+}
+
+
+def check_deploy(**environment: str) -> subprocess.CompletedProcess:
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=ROOT,
-        env=env,
+        env={**os.environ, **environment},
         capture_output=True,
         text=True,
         timeout=120,
     )
+    return result
+
+
+def test_production_settings_pass_check_deploy():
+    result = check_deploy(**PRODUCTION)
+
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_production_on_the_embedded_defaults_fails_check_deploy():
+    embedded = {
+        **PRODUCTION,
+        "DATABASE_URL": "sqlite:////tmp/petstore.sqlite3",
+        "CELERY_BROKER_URL": "filesystem://",
+    }
+    result = check_deploy(**{**embedded, "REDIS_URL": ""})
+
+    assert result.returncode != 0
+    for message in (
+        "(petstore.E010) The database is not PostgreSQL.",
+        "(petstore.E011) The Celery broker is not RabbitMQ.",
+        "(petstore.W001) The cache is each process's own memory.",
+    ):
+        assert message in result.stderr
 
 
 def dotted_paths_in_settings() -> list[str]:

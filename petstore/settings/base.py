@@ -14,6 +14,8 @@ SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="insecure-local-development-ke
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://localhost:8000").rstrip("/")
+# `seed_demo` may run: its admin's password is in the README. Production settings say no.
+DEMO_DATA_ALLOWED = True
 
 INSTALLED_APPS = [
     "petstore.apps.StaffConsoleConfig",  # django.contrib.admin with the staff console's site

@@ -4,7 +4,7 @@ import json
 from io import StringIO
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from adoptions.models import Customer, PetRecord, Shelter
 from events.models import StoredEvent
@@ -39,3 +39,30 @@ def test_seed_demo_json_has_working_logins(client):
         f"/api/pets/{data['pets'][0]['id']}", HTTP_AUTHORIZATION=f"Token {customer['token']}"
     )
     assert response.status_code == 200 and response.json()["name"] == data["pets"][0]["name"]
+
+
+def test_seed_demo_json_has_exactly_the_documented_shape():
+    data = seed()
+
+    assert set(data) == {"admin", "shelters", "customers", "pets"}
+    assert set(data["admin"]) == {"username", "password", "token"}
+    for shelter in data["shelters"]:
+        assert set(shelter) == {"id", "name", "staff"}
+        assert set(shelter["staff"]) == {"username", "password", "token"}
+    assert len(data["customers"]) == 2
+    for customer in data["customers"]:
+        assert set(customer) == {"id", "email", "username", "password", "token"}
+    assert len(data["pets"]) == 10
+    shelter_ids = {shelter["id"] for shelter in data["shelters"]}
+    for pet in data["pets"]:
+        assert set(pet) == {"id", "name", "species", "age", "shelterId"}
+        assert pet["shelterId"] in shelter_ids
+
+
+def test_seed_demo_refuses_where_demo_data_is_not_allowed(settings):
+    settings.DEMO_DATA_ALLOWED = False  # as production settings say
+
+    with pytest.raises(CommandError, match="not on a production database"):
+        seed()
+
+    assert not Shelter.objects.exists()

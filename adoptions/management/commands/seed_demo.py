@@ -7,7 +7,7 @@ import uuid
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
@@ -77,6 +77,11 @@ class Command(BaseCommand):
 
     @transaction.atomic
     def handle(self, *args, as_json: bool = False, **options):
+        if not settings.DEMO_DATA_ALLOWED:
+            raise CommandError(
+                "seed_demo creates a superuser whose password is in the README and tokens anyone "
+                "with the secret key can compute: not on a production database (DEMO_DATA_ALLOWED)."
+            )
         self.passwords: dict[str, str] = {}
         admin = self._user("admin", "petstore-admin", is_staff=True, is_superuser=True)
         group = staff_group()
