@@ -71,7 +71,8 @@ def test_each_line_is_the_stored_event_as_json(shelter):
         "streamType": stored.stream_type,
         "streamId": str(pet.id),
         "version": 1,
-        "schemaVersion": stored.schema_version,
+        "schemaVersion": 2,  # PetRegistered's current version, the one `data` is in
+        "storedSchemaVersion": stored.schema_version,
         "data": stored.payload,
         "metadata": stored.metadata,
         "recordedAt": stored.recorded_at.isoformat(),
@@ -117,3 +118,22 @@ def test_since_a_time_after_the_last_event_prints_nothing(old_and_new_pet):
 def test_since_something_neither_a_time_nor_a_span_is_refused():
     with pytest.raises(CommandError, match="ISO time or a span like 24h, not 'last week'"):
         printed("--since", "last week")
+
+
+def test_a_limit_that_cuts_the_log_short_says_so_on_stderr(old_and_new_pet):
+    out, err = StringIO(), StringIO()
+
+    call_command("events", "--limit", "3", stdout=out, stderr=err)
+
+    assert len(out.getvalue().splitlines()) == 3
+    assert "stopped after 3 events" in err.getvalue()
+
+
+def test_limit_zero_prints_every_event_and_a_limit_not_reached_says_nothing(old_and_new_pet):
+    err = StringIO()
+
+    every = printed("--limit", "0")
+    call_command("events", "--limit", "4", stdout=StringIO(), stderr=err)
+
+    assert len(every) == StoredEvent.objects.count() == 4
+    assert err.getvalue() == ""
