@@ -57,6 +57,8 @@ def check_offset(offset: OffsetSpec) -> OffsetSpec:
         raise ValueError("a start time needs a time zone (a naive one would be read as UTC)")
     if isinstance(offset, int) and offset < 0:
         raise ValueError("an offset is 0 or more")
+    if isinstance(offset, str) and re.fullmatch(r"\d+d", offset):
+        offset = offset.upper()  # 7d as replay_events and events take it: RabbitMQ spells days D
     if isinstance(offset, str) and offset not in ("first", "last", "next") and not INTERVAL.fullmatch(offset):
         raise ValueError(f"{offset!r} is not first, last, next or an interval like 24h, 7D, 30m")
     return offset

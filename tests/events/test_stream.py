@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from events.broker import UNROUTED_QUEUE, broker_connection, envelopes_for, events_stream
 from events.models import OutboxMessage
+from events.stream import check_offset
 from tests.factories import adopt_pet, register_pet
 from tests.support.rabbit import deliveries, fetch_all
 
@@ -198,3 +199,9 @@ def test_start_the_broker_would_refuse_is_refused_first(options, error):
 def test_embedded_broker_has_no_stream(embedded_broker):
     with pytest.raises(CommandError, match="needs RabbitMQ"):
         consume("--from-beginning")
+
+
+@pytest.mark.parametrize("interval, sent", [("7d", "7D"), ("7D", "7D"), ("24h", "24h"), ("30m", "30m")])
+def test_days_are_read_in_either_case_as_the_other_commands_read_them(interval, sent):
+    """replay_events --since and events --since take 7d; RabbitMQ spells days D."""
+    assert check_offset(interval) == sent

@@ -11,6 +11,7 @@ from adoptions import services
 from events.context import CommandContext
 from events.models import StoredEvent
 from readmodels import projector
+from readmodels.management.commands.replay_events import moment
 from readmodels.models import PetListing, ProjectionDeadLetter
 from readmodels.projections import available_pets
 from readmodels.projector import PROJECTIONS, state_of
@@ -108,6 +109,14 @@ def test_replay_since_a_time_after_the_last_event_reapplies_nothing(shelter, mon
     call_command("replay_events", "--projection", "available_pets", "--since", an_hour_ahead, stdout=out)
 
     assert applied == [] and out.getvalue() == "re-applied 0 events to available_pets\n"
+
+
+@pytest.mark.parametrize("span", ["7d", "7D"])  # 7D as consume_stream --from and RabbitMQ spell it
+def test_since_days_are_read_in_either_case(span, monkeypatch):
+    now = datetime(2026, 3, 20, 10, 0, tzinfo=UTC)
+    monkeypatch.setattr("django.utils.timezone.now", lambda: now)
+
+    assert moment(span) == now - timedelta(days=7)
 
 
 def test_replay_since_something_neither_a_time_nor_a_span_is_refused():

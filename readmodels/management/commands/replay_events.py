@@ -11,12 +11,12 @@ from events.models import StoredEvent
 from events.store import LogPosition
 from readmodels.projector import PROJECTIONS, ProjectionFailed, rebuild, replay_from
 
-RELATIVE = re.compile(r"^(\d+)([smhd])$")
-UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+RELATIVE = re.compile(r"^(\d+)([smhdD])$")
+UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "D": "days"}  # D: as consume_stream
 
 
 def moment(text: str):
-    """Parse an ISO time or a span back from now (90s, 15m, 24h, 7d)."""
+    """Parse an ISO time or a span back from now (90s, 15m, 24h, 7d or 7D)."""
     if match := RELATIVE.match(text):
         return timezone.now() - timedelta(**{UNITS[match[2]]: int(match[1])})
     parsed = parse_datetime(text)
