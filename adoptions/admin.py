@@ -33,6 +33,7 @@ from events.catalogue import DomainEvent, PetNameChanged, PetRegistered, PetRetu
 from events.context import CommandContext
 from events.delivery import redrive
 from events.store import ConcurrencyConflict, stream_events
+from readmodels import services as readmodel_services
 
 from . import selectors, services
 from .admin_scoping import OwnShelterFilter, ReadOnlyAdminMixin, ShelterScopedAdmin
@@ -78,6 +79,11 @@ class ShelterAdmin(ShelterScopedAdmin):
         # The staff widget lists every user: only superusers choose who works where.
         return [] if request.user.is_superuser else ["staff"]
 
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and "name" in form.changed_data:  # the read models keep copies of it
+            readmodel_services.shelter_renamed(shelter_id=obj.id, name=obj.name)
+
     def has_add_permission(self, request):
         return request.user.is_superuser
 
@@ -100,6 +106,11 @@ class CustomerAdmin(ShelterScopedAdmin):
 
     def has_change_permission(self, request, obj=None):
         return request.user.is_superuser
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and "full_name" in form.changed_data:  # adoption_history keeps copies of it
+            readmodel_services.customer_renamed(customer_id=obj.id, full_name=obj.full_name)
 
     def has_delete_permission(self, request, obj=None):
         return request.user.is_superuser
