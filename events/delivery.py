@@ -86,8 +86,9 @@ def deliver(handler_name: str, event_id: UUID) -> str:
         if not claim.acquired:  # the same delivery is running right now on another worker
             outbox.enqueue_handler(handler, event_id, at=timezone.now() + timedelta(seconds=2))
             return "busy"
-        if claim.row is None:  # not in our log: nothing to record it against
-            logger.error("%s got unknown event %s; acknowledged and dropped", handler.name, event_id)
+        if claim.row is None:  # not in our log: nothing to run, but staff must hear of it
+            logger.error("%s got unknown event %s; recorded dead", handler.name, event_id)
+            _record_unknown(handler, event_id)
             return "unknown_event"
         delivery = claim.delivery
         if delivery is None:
@@ -332,6 +333,27 @@ def _settled(handler: Handler, delivery: Delivery) -> None:
     """
     if handler.on_settled is not None:
         handler.on_settled(delivery)
+
+
+UNKNOWN_EVENT_TYPE = "(not in the log)"
+
+
+def _record_unknown(handler: Handler, event_id: UUID) -> None:
+    """A dead letter for a message naming an event our log lacks (a foreign publisher, or an
+    erased log): acknowledged, so it does not loop, and listed, so it is not lost silently."""
+    error = f"event {event_id} is not in the event log; the message was acknowledged"
+    Delivery.objects.update_or_create(
+        handler=handler.name,
+        event_id=event_id,
+        defaults={"status": Status.DEAD, "last_error": error, "finished_at": timezone.now()},
+        create_defaults={
+            "event_type": UNKNOWN_EVENT_TYPE,
+            "status": Status.DEAD,
+            "attempts": 1,
+            "last_error": error,
+            "finished_at": timezone.now(),
+        },
+    )
 
 
 def redrive(*, handler: str | None = None, event_id: UUID | None = None) -> int:

@@ -185,10 +185,17 @@ def test_unreadable_stored_payload_goes_dead_at_once_with_the_validation_error(f
     assert calls == []  # never half-processed
 
 
-def test_unknown_event_is_acknowledged_without_a_delivery(flaky_handler):
-    handler, *_ = flaky_handler
-    assert deliver(handler.name, uuid.uuid4()) == "unknown_event"
-    assert not Delivery.objects.exists()
+def test_unknown_event_is_acknowledged_and_listed_dead_for_staff(flaky_handler):
+    handler, calls, settled, _ = flaky_handler
+    unknown = uuid.uuid4()
+
+    assert deliver(handler.name, unknown) == "unknown_event"
+    assert deliver(handler.name, unknown) == "unknown_event"  # the same message again
+
+    [delivery] = Delivery.objects.all()
+    assert (delivery.handler, delivery.event_id, delivery.status) == (handler.name, unknown, "dead")
+    assert delivery.last_error == f"event {unknown} is not in the event log; the message was acknowledged"
+    assert calls == [] and settled == []
 
 
 def test_a_delivery_left_running_past_its_time_limit_is_retried(flaky_handler, settings):
