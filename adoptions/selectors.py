@@ -16,7 +16,7 @@ from events.store import StreamNotFound, stream_events
 
 from . import pets
 from .domain import Pet, PetNotFound
-from .models import Adoption, AdoptionStats, PetRecord
+from .models import Adoption, AdoptionStats, PetRecord, ShelterInventory
 from .permissions import visible_adoptions
 
 
@@ -168,6 +168,18 @@ def adoption_steps(adoption: Adoption) -> list[AdoptionStep]:
                 )
             )
     return steps
+
+
+def shelter_inventory_list(*, shelter_ids: set[UUID] | None) -> list[dict]:
+    """Each shelter's animals as the inventory step counts them, by shelter name.
+
+    None for shelter_ids: every shelter (superusers). A shelter no event has touched yet
+    has no row, and is not listed."""
+    rows = ShelterInventory.objects.all()
+    if shelter_ids is not None:
+        rows = rows.filter(shelter_id__in=shelter_ids)
+    rows = rows.annotate(shelter_name=F("shelter__name")).order_by("shelter_name")
+    return list(rows.values("shelter_id", "shelter_name", "available", "adopted", "returned", "updated_at"))
 
 
 def adoption_stats_list(

@@ -17,6 +17,7 @@ ENTRY_POINTS = [
     ("queries", "availablePets", "available-pets"),
     ("queries", "shelterDashboard", "shelter-dashboard"),
     ("queries", "adoptionStats", "adoption-stats"),
+    ("queries", "shelterInventory", "shelter-inventory"),
     ("contracts", "openapi", "openapi-schema"),
     ("contracts", "openapiDocs", "openapi-docs"),
     ("contracts", "asyncapiYaml", "asyncapi-yaml"),

@@ -45,6 +45,7 @@ api_patterns = [
     ),
     path("api/queries/shelter-dashboard", queries.ShelterDashboardView.as_view(), name="shelter-dashboard"),
     path("api/queries/adoption-stats", queries.AdoptionStatsView.as_view(), name="adoption-stats"),
+    path("api/queries/shelter-inventory", queries.ShelterInventoryView.as_view(), name="shelter-inventory"),
 ]
 
 contract_patterns = [

@@ -130,6 +130,19 @@ class AdoptionStatsPage(serializers.Serializer):
     days = AdoptionStatsRow(many=True)
 
 
+class ShelterInventoryRow(serializers.Serializer):
+    shelter_id = serializers.UUIDField()
+    shelter_name = serializers.CharField()
+    available = serializers.IntegerField()
+    adopted = serializers.IntegerField()
+    returned = serializers.IntegerField()
+    updated_at = serializers.DateTimeField()
+
+
+class ShelterInventoryPage(serializers.Serializer):
+    shelters = ShelterInventoryRow(many=True)
+
+
 class LongestWaitingFirst(CursorPagination):
     """DRF's cursor links around pages read by key (selectors.available_pet_page).
 
@@ -325,3 +338,25 @@ class AdoptionStatsView(APIView):
             "days": rows,
         }
         return Response(body)
+
+
+class ShelterInventoryView(APIView):
+    """GET /api/queries/shelter-inventory — each of the caller's shelters (all for admins)."""
+
+    @extend_schema(
+        responses={
+            200: ShelterInventoryPage,
+            **errors({403: "`forbidden` (only shelter staff see an inventory)"}),
+        },
+    )
+    def get(self, request):
+        """Animals per shelter as the inventory step of each registration, adoption and return
+        counts them.
+
+        Kept by a side effect, like the adoption statistics: an adoption is counted a moment
+        after its 202 (no `minPosition`; the dashboard is the projection of the same counts)."""
+        managed = managed_shelter_ids(request.user)
+        if managed is not None and not managed:
+            return error_response(403, "forbidden", "Only shelter staff see an inventory.")
+        rows = adoption_selectors.shelter_inventory_list(shelter_ids=managed)
+        return Response({"shelters": ShelterInventoryRow(rows, many=True).data})

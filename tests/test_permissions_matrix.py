@@ -175,6 +175,7 @@ CASES = [
     # tests/readmodels/test_adoption_stats.py.
     Case("shelter-dashboard", "get", any_staff()),
     Case("adoption-stats", "get", any_staff()),
+    Case("shelter-inventory", "get", any_staff()),
     Case("api-root", "get", everyone()),
     Case("available-pets", "get", everyone()),
     Case("asyncapi-yaml", "get", everyone()),
