@@ -17,7 +17,8 @@ $(BIN)/.bench-installed: $(BIN)/.installed
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	touch $@
 
-## Migrate, load demo data, then run web + worker + relay until Ctrl-C.
+## Migrate, load demo data, then run the Procfile's processes (web, worker, certificates,
+## relay, projector) until Ctrl-C.
 run: $(BIN)/.installed
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
