@@ -167,21 +167,44 @@ class Batch:
         write_rows(self.writes())
 
 
+class WriteRefused(Exception):
+    """The database refused rows a batch wrote (a constraint, a value too long for its
+    column): the fault of one of the batch's events, not of the database."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(f"{type(error).__name__}: {error}")
+        self.error = error
+
+
 def write_rows(writes: dict[type[models.Model], list[tuple]]) -> None:
-    """Upsert each table's rows (value tuples in _written_fields order) in bulk."""
-    for table, rows in writes.items():
-        if connection.vendor == "postgresql" and len(rows) >= COPY_FROM_ROWS:
-            _copy_upsert(table, rows)
-        else:
-            unique = ["generation", table.projection_key]
-            names = _row_fields(table)
-            table.objects.bulk_create(
-                [table(**dict(zip(names, values, strict=True))) for values in rows],
-                update_conflicts=True,
-                unique_fields=unique,
-                update_fields=[f.name for f in _written_fields(table) if f.name not in unique],
-                batch_size=500,
-            )
+    """Upsert each table's rows (value tuples in _written_fields order) in bulk; raise
+    WriteRefused if the database refuses them."""
+    try:
+        for table, rows in writes.items():
+            if connection.vendor == "postgresql" and len(rows) >= COPY_FROM_ROWS:
+                _copy_upsert(table, rows)
+            else:
+                unique = ["generation", table.projection_key]
+                names = _row_fields(table)
+                table.objects.bulk_create(
+                    [table(**dict(zip(names, values, strict=True))) for values in rows],
+                    update_conflicts=True,
+                    unique_fields=unique,
+                    update_fields=[f.name for f in _written_fields(table) if f.name not in unique],
+                    batch_size=500,
+                )
+    except Exception as error:
+        if database_unavailable(error):
+            raise
+        raise WriteRefused(error) from error
+
+
+def database_unavailable(error: Exception) -> bool:
+    """Whether the error is the database's (gone, timed out, deadlocked), not an event's:
+    then the batch is retried and the projection goes on."""
+    driver = connection.Database  # COPY is psycopg's own API: its errors are not Django's
+    unavailable = (db.OperationalError, db.InterfaceError, driver.OperationalError, driver.InterfaceError)
+    return isinstance(error, unavailable)
 
 
 @cache
@@ -322,9 +345,30 @@ def apply_events(
     projection: Projection, rows: list[LogRow], batch: Batch, skip: Collection[UUID] = ()
 ) -> None:
     """Apply each event this projection handles (but those in `skip`) and write the rows;
-    raise ProjectionFailed at the first failure."""
+    raise ProjectionFailed at the first event that fails, in its handler or in its rows."""
     _apply(projection, rows, batch, skip)
-    batch.flush()
+    try:
+        with transaction.atomic():  # a savepoint: the transaction outlives a refused write
+            batch.flush()
+    except WriteRefused:
+        _write_event_by_event(projection, rows, batch.generation, skip)
+
+
+def _write_event_by_event(
+    projection: Projection, rows: list[LogRow], generation: int, skip: Collection[UUID]
+) -> None:
+    """Apply and write the events one at a time: raise ProjectionFailed at the first whose
+    rows the database refuses (then nothing is written), or write them all."""
+    batch = Batch(generation)
+    with transaction.atomic():  # all or nothing: the caller may try again without that event
+        for row in rows:
+            _apply(projection, [row], batch, skip)
+            try:
+                batch.flush()
+            except WriteRefused as refused:
+                raise ProjectionFailed(row, refused.error) from refused.error
+    # Refused together, accepted one by one: the bulk write's fault (COPY…), not an event's.
+    logger.warning("projection %s: a batch refused in bulk was written event by event", projection.name)
 
 
 def skip_or_stop(projection: Projection, failure: ProjectionFailed, *, generation: int) -> None:
@@ -361,9 +405,9 @@ def _apply(projection: Projection, rows: list[LogRow], batch: Batch, skip: Colle
     for row, event in zip(handled, batch.events, strict=True):
         try:
             projection.handlers[row.event_type](event, batch)
-        except (db.OperationalError, db.InterfaceError):
-            raise  # the database, not the event: the batch is retried, the projection goes on
         except Exception as error:
+            if database_unavailable(error):
+                raise
             raise ProjectionFailed(row, error) from error
 
 
@@ -452,43 +496,30 @@ def rebuild(projection: Projection, *, batch_size: int = 5000, progress=None) ->
     Resumable: an interrupted rebuild continues from its own checkpoint. Live catch-up keeps
     the current generation answering queries until the swap. Each batch's rows and checkpoint
     are committed by a writer thread while the next batch is read and applied (WriteBehind).
+    An event the projection cannot apply, in its handler or in the rows it writes, stops the
+    rebuild there with nothing swapped in, or is dead-lettered.
     """
     if connection.in_atomic_block:  # its writer thread could not see the caller's uncommitted rows
         raise transaction.TransactionManagementError(
             "rebuild() commits batch by batch: call it outside a transaction"
         )
     generation, starts_empty = _start_rebuild(projection)
-    memory = RowMemory(starts_empty=starts_empty)
     state = state_of(projection.name)
-    after, replayed = LogPosition(state.rebuild_transaction_id, state.rebuild_position), 0
-    skipped: set[UUID] = set()  # events the projection dead-lettered in this run
-    with WriteBehind() as writer, automatic_gc_paused():
-        while len(rows := read_all(after=after, limit=batch_size)) == batch_size:
-            gc.collect(1)  # the young generations only (see automatic_gc_paused)
-            if not memory.complete:
-                writer.wait()  # the batch may read rows back: the last one must be written
-            batch = Batch(generation, memory=memory)
-            try:
-                _apply(projection, rows, batch, skipped)
-            except ProjectionFailed as failure:  # stops the rebuild where it failed, or:
-                skip_or_stop(projection, failure, generation=generation)
-                skipped.add(failure.row.event_id)
-                writer.wait()
-                memory = RowMemory(starts_empty=False)  # the failed try may have changed its rows
-                continue  # the same batch again, without that event
-            reached = LogPosition.of(rows[-1])
-            writer.write(_write_rebuild_batch, projection, generation, batch.writes(), after, reached)
-            after, replayed = reached, replayed + len(rows)
-            memory.forget_oldest()
-            if progress:
-                progress(replayed, after.position)
+    after = LogPosition(state.rebuild_transaction_id, state.rebuild_position)
+    run = _RebuildRun(after, RowMemory(starts_empty=starts_empty))
+    while True:
+        try:
+            _replay_full_batches(projection, generation, run, batch_size, progress)
+            break
+        except WriteRefused:  # nothing was written after the refused batch
+            _write_refused_batch(projection, generation, run, batch_size)
     with transaction.atomic():  # the tail, read again under the lock, and the swap
-        state = _rebuild_state(projection, generation, expected=after)
-        rows = read_all(after=after, limit=batch_size)
+        state = _rebuild_state(projection, generation, expected=run.after)
+        rows = read_all(after=run.after, limit=batch_size)
         if rows:
-            _apply_tail(projection, rows, generation, memory, skipped)
+            _apply_tail(projection, rows, generation, run.memory, run.skipped)
             _advance(state, rows, rebuilding=True)
-            replayed += len(rows)
+            run.replayed += len(rows)
         _analyze(projection)
         # Only the events this generation skipped stay listed: the others now apply.
         dead_letters = ProjectionDeadLetter.objects.filter(projection=projection.name)
@@ -497,12 +528,70 @@ def rebuild(projection: Projection, *, batch_size: int = 5000, progress=None) ->
         state.generation, state.rebuild_generation = generation, None
         state.transaction_id, state.position = state.rebuild_transaction_id, state.rebuild_position
         state.status, state.error, state.error_position = ProjectionState.Status.RUNNING, "", None
-        state.events_applied = replayed
+        state.events_applied = run.replayed
         state.save()
     if progress:
-        progress(replayed, state.position)
+        progress(run.replayed, state.position)
     _drop_generation(projection, old)
-    return replayed
+    return run.replayed
+
+
+@dataclass
+class _RebuildRun:
+    """How far this run of a rebuild has got, kept across a batch the database refuses."""
+
+    after: LogPosition  # the last event read and applied
+    memory: RowMemory
+    replayed: int = 0  # events replayed by this run
+    skipped: set[UUID] = field(default_factory=set)  # events the projection dead-lettered
+    #: (after, replayed) before the batch last handed to the writer: where to go back to if
+    #: the database refuses it.
+    writing: tuple[LogPosition, int] | None = None
+
+
+def _replay_full_batches(
+    projection: Projection, generation: int, run: _RebuildRun, batch_size: int, progress
+) -> None:
+    """Apply the log's full batches, each written while the next is applied; raise
+    WriteRefused if the database refuses a batch (the run is then past it)."""
+    with WriteBehind() as writer, automatic_gc_paused():
+        while len(rows := read_all(after=run.after, limit=batch_size)) == batch_size:
+            gc.collect(1)  # the young generations only (see automatic_gc_paused)
+            if not run.memory.complete:
+                writer.wait()  # the batch may read rows back: the last one must be written
+            batch = Batch(generation, memory=run.memory)
+            try:
+                _apply(projection, rows, batch, run.skipped)
+            except ProjectionFailed as failure:  # stops the rebuild where it failed, or:
+                skip_or_stop(projection, failure, generation=generation)
+                run.skipped.add(failure.row.event_id)
+                writer.wait()
+                run.memory = RowMemory(starts_empty=False)  # the failed try may have changed its rows
+                continue  # the same batch again, without that event
+            reached = LogPosition.of(rows[-1])
+            writer.write(_write_rebuild_batch, projection, generation, batch.writes(), run.after, reached)
+            run.writing = (run.after, run.replayed)
+            run.after, run.replayed = reached, run.replayed + len(rows)
+            run.memory.forget_oldest()
+            if progress:
+                progress(run.replayed, run.after.position)
+
+
+def _write_refused_batch(projection: Projection, generation: int, run: _RebuildRun, batch_size: int) -> None:
+    """Write the batch the database refused again, event by event, with its checkpoint; the
+    event whose rows it refuses stops the rebuild, or is skipped and the batch tried again."""
+    (run.after, run.replayed), run.memory = run.writing, RowMemory(starts_empty=False)
+    rows = read_all(after=run.after, limit=batch_size)
+    try:
+        with transaction.atomic():
+            state = _rebuild_state(projection, generation, expected=run.after)
+            _write_event_by_event(projection, rows, generation, run.skipped)
+            _advance(state, rows, rebuilding=True)
+    except ProjectionFailed as failure:
+        skip_or_stop(projection, failure, generation=generation)
+        run.skipped.add(failure.row.event_id)
+        return
+    run.after, run.replayed = LogPosition.of(rows[-1]), run.replayed + len(rows)
 
 
 @contextmanager
@@ -560,7 +649,8 @@ class WriteBehind:
     reads and applies the next batch: the database writes as Python works.
 
     A failed write is raised by the next write or wait. On SQLite, which allows one writer at
-    a time, writes happen in turn on the caller's own connection.
+    a time, writes happen in turn on the caller's own connection (their errors raised as late,
+    so that a rebuild always knows which batch failed: the one it handed over last).
     """
 
     def __init__(self) -> None:
@@ -571,7 +661,13 @@ class WriteBehind:
     def write(self, fn, *args) -> None:
         self.wait()
         if self._inline:
-            fn(*args)
+            self._pending = Future()
+            try:
+                fn(*args)
+            except Exception as error:
+                self._pending.set_exception(error)
+            else:
+                self._pending.set_result(None)
         else:
             self._pending = self._thread.submit(fn, *args)
 
