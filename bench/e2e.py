@@ -1,6 +1,6 @@
 """Figure 7: end to end at 20 adoptions/s: from the 202 to `completed`, and the POST's latency.
 
-Ours: gunicorn (3 sync workers), the relay and one Celery worker (bench/stack.py) run while a
+Ours: gunicorn (3 sync workers), the relay and the Procfile's Celery workers (bench/stack.py) run while a
 paced client (open loop) POSTs /api/adoptions at 20/s. An adoption's end-to-end time is
 Adoption.completed_at - created_at (created_at is stamped inside the command's transaction,
 a few ms before the 202 leaves): all seven steps succeeded, the certificate drawn as a real

@@ -6,7 +6,8 @@ per handler, seven, each to its handler's queue). Then the worker starts, and th
 timed from the first message it takes to the last of the seven deliveries of every adoption
 settled: each step through events.delivery.deliver (advisory lock, delivery row, the step,
 adoption_progress), emails rendered, certificates drawn as real PDFs.
-Reference: the same worker command draining as many no-op Celery tasks (bench.noop, sent with
+Workers: the Procfile's two (bench/stack.py), `worker` and `certificates`, started together.
+Reference: the same worker commands draining as many no-op Celery tasks (bench.noop, sent with
 apply_async, spread over the same seven queues): Celery's and RabbitMQ's own cost per task.
 Rounds alternate ours, reference, reference, ours; each drain starts a fresh worker.
 """
@@ -36,7 +37,7 @@ from .stack import (
     worker_description,
 )
 
-REFERENCE = "Celery no-op task (bench.noop) drained by the same worker, same seven queues"
+REFERENCE = "Celery no-op task (bench.noop) drained by the same workers, same seven queues"
 
 
 @dataclass
@@ -173,7 +174,7 @@ def _drain(url: str, tasks: int, settled, *, poll: float, timeout: float = 300) 
     initial = watch.depth()
     worker, meter = CeleryWorker(url), CpuMeter()
     with worker.running(wait=False):
-        meter.trees["celery worker"] = worker.pid
+        meter.trees.update(worker.trees)
         while watch.depth() >= initial:  # the worker is still starting up
             worker.check_alive()
             time.sleep(0.02)

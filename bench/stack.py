@@ -12,6 +12,7 @@ import contextlib
 import math
 import multiprocessing
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -23,17 +24,39 @@ from dataclasses import dataclass, field
 
 from .harness import PROJECT_DIR, django_child_setup, log
 
-# The worker for 2 cores: the prefork pool (the product's default) with three children. Its
-# drain of real steps is CPU-bound: three and four children drained alike on a quiet
-# machine, two sometimes left a core idle while both waited on PostgreSQL, and the
-# thread pool (one process, one GIL) drained ~40 % less (bench/handlers.py, BENCH_WORKER_*).
-WORKER_POOL = os.environ.get("BENCH_WORKER_POOL", "prefork")
-WORKER_CONCURRENCY = int(os.environ.get("BENCH_WORKER_CONCURRENCY", "3"))
+# The workers run as the Procfile runs them (`worker`: every queue but certificates, the
+# prefork pool with a child per core; `certificates`: that queue alone, one message at a time),
+# at WARNING so logging does not bill the figures. BENCH_WORKER_CONCURRENCY sets the general
+# worker's children for experiments (the Procfile leaves it to Celery: one per core).
+WORKER_CONCURRENCY = os.environ.get("BENCH_WORKER_CONCURRENCY")
+PROCFILE_WORKERS = ("worker", "certificates")
 SHELTERS = 50  # pets are spread over this many shelters, as adoptions are in a real system
 
 
+def procfile_worker_commands() -> dict[str, list[str]]:
+    """{process: argv} of the Procfile's Celery workers, quiet, with this Python."""
+    lines = dict(
+        line.split(":", 1) for line in (PROJECT_DIR / "Procfile").read_text().splitlines() if ":" in line
+    )
+    commands = {}
+    for name in PROCFILE_WORKERS:
+        argv = shlex.split(lines[name])
+        assert argv[:4] == ["celery", "-A", "petstore", "worker"], f"Procfile {name}: {lines[name]}"
+        options = argv[4:]
+        level = options.index("--loglevel")
+        options[level + 1] = "WARNING"
+        if name == "worker" and WORKER_CONCURRENCY:
+            options += ["--concurrency", WORKER_CONCURRENCY]
+        commands[name] = [sys.executable, "-m", "celery", "-A", "petstore", "--quiet", "worker", *options]
+    return commands
+
+
 def worker_description() -> str:
-    return f"celery worker --pool {WORKER_POOL} -c {WORKER_CONCURRENCY}, prefetch multiplier 1"
+    shape = f"-c {WORKER_CONCURRENCY}" if WORKER_CONCURRENCY else "one child per core"
+    return (
+        f"the Procfile's workers: worker ({shape}, every queue but certificates),"
+        " certificates (-c 1, prefetch 1)"
+    )
 
 
 # ----------------------------------------------------------------------------- processes
@@ -53,44 +76,45 @@ def stop(process: subprocess.Popen, *, grace: float) -> None:
 
 
 class CeleryWorker:
-    """`celery -A petstore worker` on every queue; ready once each queue has its consumer."""
+    """The Procfile's Celery workers on every queue between them; ready once each queue has
+    its consumer."""
 
     def __init__(self, broker_url: str) -> None:
         self.broker_url = broker_url
-        self.process: subprocess.Popen | None = None
+        self.processes: dict[str, subprocess.Popen] = {}
 
     @property
-    def pid(self) -> int:
-        return self.process.pid
+    def trees(self) -> dict[str, int]:
+        """{component: root pid} for CpuMeter: each worker's main process and pool children."""
+        return {f"celery {name}": process.pid for name, process in self.processes.items()}
 
     @contextlib.contextmanager
     def running(self, *, wait: bool = True):
-        """Run the worker for the block; with `wait`, enter once it consumes every queue."""
-        command = [
-            sys.executable, "-m", "celery", "-A", "petstore", "--quiet", "worker",
-            "--pool", WORKER_POOL, "--concurrency", str(WORKER_CONCURRENCY),
-            "--loglevel", "WARNING", "--without-heartbeat", "--without-gossip", "--without-mingle",
-        ]  # fmt: skip
-        self.process = subprocess.Popen(  # stdout carries only the table
-            command, cwd=PROJECT_DIR, env=os.environ.copy(), start_new_session=True, stdout=sys.stderr
-        )
+        """Run the workers for the block; with `wait`, enter once they consume every queue."""
         try:
+            for name, command in procfile_worker_commands().items():
+                self.processes[name] = subprocess.Popen(  # stdout carries only the table
+                    command, cwd=PROJECT_DIR, env=os.environ.copy(), start_new_session=True, stdout=sys.stderr
+                )
             if wait:
                 self._wait_until_consuming()
             yield self
         finally:
-            stop(self.process, grace=30)
+            for process in self.processes.values():
+                stop(process, grace=30)
+            self.processes = {}
 
     def check_alive(self) -> None:
-        if self.process.poll() is not None:
-            raise RuntimeError(f"the celery worker exited with {self.process.returncode}")
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise RuntimeError(f"the celery {name} worker exited with {process.returncode}")
 
     def _wait_until_consuming(self) -> None:
         deadline = time.monotonic() + 60
         while not all(consumers for _, consumers in queue_stats(self.broker_url).values()):
             self.check_alive()
             if time.monotonic() > deadline:
-                raise RuntimeError("the celery worker did not consume every queue within 60 s")
+                raise RuntimeError("the celery workers did not consume every queue within 60 s")
             time.sleep(0.05)
 
 

@@ -1,8 +1,9 @@
 """Figure 6: the highest adoption rate the whole system sustains, and where its CPU goes.
 
 Everything runs on this machine at once: gunicorn (3 sync workers) serving POST
-/api/adoptions, the relay (`manage.py relay_outbox`), one Celery worker on every queue
-(bench/stack.py), PostgreSQL and RabbitMQ. A paced client (open loop, latency counted from
+/api/adoptions, the relay (`manage.py relay_outbox`), the Procfile's two Celery workers
+(bench/stack.py: `worker` on every queue but certificates, `certificates` on that one),
+PostgreSQL and RabbitMQ. A paced client (open loop, latency counted from
 each request's scheduled time) POSTs adoptions at a fixed rate for one probe. The system
 keeps up with a rate when
   - every POST is answered 2xx, within a second (p99);
@@ -277,7 +278,7 @@ class System:
         probe = Probe(rate, seconds)
         pets = pets_register(int(rate * seconds) + 5)  # no relay runs: their own rows are skipped
         vacuum_analyze()
-        meter = CpuMeter(trees={"web": self.server.process.pid, "celery worker": self.worker.pid})
+        meter = CpuMeter(trees={"web": self.server.process.pid, **self.worker.trees})
         with RelayProcess() as relay:
             meter.trees["relay"] = relay.pid
             since = timezone.now()
