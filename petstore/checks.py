@@ -72,24 +72,20 @@ def handler_queues_and_limits(app_configs=None, **kwargs) -> list[checks.CheckMe
                     id="petstore.E006",
                 )
             )
-    for name, seconds in settings.HANDLER_TIME_LIMITS.items():  # a misspelt name would be ignored
-        if name not in HANDLERS or type(seconds) is not int or seconds <= 0:
-            errors.append(
-                checks.Error(
-                    f"HANDLER_TIME_LIMITS gives {name!r} {seconds!r}.",
-                    hint="Name a declared handler and a positive whole number of seconds.",
-                    id="petstore.E008",
+    # Per-handler overrides from the environment: a misspelt name would be ignored silently.
+    for setting, unit, id_ in [
+        ("HANDLER_TIME_LIMITS", "seconds", "E008"),
+        ("HANDLER_ATTEMPT_LIMITS", "attempts", "E009"),
+    ]:
+        for name, value in getattr(settings, setting).items():
+            if name not in HANDLERS or type(value) is not int or value <= 0:
+                errors.append(
+                    checks.Error(
+                        f"{setting} gives {name!r} {value!r}.",
+                        hint=f"Name a declared handler and a positive whole number of {unit}.",
+                        id=f"petstore.{id_}",
+                    )
                 )
-            )
-    for name, attempts in settings.HANDLER_ATTEMPT_LIMITS.items():
-        if name not in HANDLERS or type(attempts) is not int or attempts <= 0:
-            errors.append(
-                checks.Error(
-                    f"HANDLER_ATTEMPT_LIMITS gives {name!r} {attempts!r}.",
-                    hint="Name a declared handler and a positive whole number of attempts.",
-                    id="petstore.E009",
-                )
-            )
     if settings.HANDLER_RETRY_MAX_SECONDS <= 0:
         errors.append(checks.Error("HANDLER_RETRY_MAX_SECONDS must be positive.", id="petstore.E007"))
     return errors
