@@ -33,6 +33,9 @@ def retry_delay(attempts: int) -> timedelta:
     return timedelta(seconds=random.uniform(base / 2, base))
 
 
+STOP_CHECK_SECONDS = 0.5  # how soon a waiting relay or projector notices it was told to stop
+
+
 class Wakeup:
     """Wait for a commit notification, or at most `timeout` seconds.
 
@@ -45,19 +48,23 @@ class Wakeup:
         self._listening = connection.vendor == "postgresql"
         self._listener = self._listen() if self._listening else None
 
-    def wait(self, timeout: float) -> None:
+    def wait(self, timeout: float, stop: threading.Event | None = None) -> None:
+        """Return on a notification, after `timeout`, or soon after `stop` is set: the wait
+        goes in slices, so a SIGTERM never waits out a long sweep."""
         if not self._listening:
             time.sleep(min(timeout, 0.1))
             return
+        deadline = time.monotonic() + timeout
         try:
-            if self._listener is None:
-                self._listener = self._listen()
-            for _ in self._listener.notifies(timeout=timeout, stop_after=1):
-                pass
+            while (left := deadline - time.monotonic()) > 0 and not (stop and stop.is_set()):
+                if self._listener is None:
+                    self._listener = self._listen()
+                for _ in self._listener.notifies(timeout=min(left, STOP_CHECK_SECONDS), stop_after=1):
+                    return
         except psycopg.Error as error:
             logger.warning("lost the LISTEN connection (%s); listening again in %.0f s", error, timeout)
             self.close()
-            time.sleep(timeout)
+            (stop or threading.Event()).wait(max(0.0, deadline - time.monotonic()))
 
     def _listen(self):
         listener = connection.get_new_connection(connection.get_connection_params())
@@ -119,7 +126,7 @@ class Relay:
                 if self.broker_down_since is not None:
                     stop.wait(min(5.0, 0.5 + (time.monotonic() - self.broker_down_since) / 4))
                 elif sent < self.batch_size:
-                    wakeup.wait(sweep)
+                    wakeup.wait(sweep, stop)
         finally:
             wakeup.close()
             self.publisher.close()

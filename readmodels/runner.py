@@ -57,6 +57,6 @@ def run_forever(stop: threading.Event) -> None:
             except Exception:  # a database hiccup must not end the projector
                 logger.exception("projection batch failed")
                 stop.wait(1)
-            wakeup.wait(settings.PROJECTION_SWEEP_SECONDS)
+            wakeup.wait(settings.PROJECTION_SWEEP_SECONDS, stop)
     finally:
         wakeup.close()
