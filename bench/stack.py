@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from .harness import PROJECT_DIR, django_child_setup, log
 
 # The workers run as the Procfile runs them (`worker`: every queue but certificates, the
-# prefork pool with a child per core; `certificates`: that queue alone, one message at a time),
+# prefork pool with a child per core; `certificates`: that queue alone, one message per child),
 # at WARNING so logging does not bill the figures. BENCH_WORKER_CONCURRENCY sets the general
 # worker's children for experiments (the Procfile leaves it to Celery: one per core).
 WORKER_CONCURRENCY = os.environ.get("BENCH_WORKER_CONCURRENCY")
@@ -55,7 +55,7 @@ def worker_description() -> str:
     shape = f"-c {WORKER_CONCURRENCY}" if WORKER_CONCURRENCY else "one child per core"
     return (
         f"the Procfile's workers: worker ({shape}, every queue but certificates),"
-        " certificates (-c 1, prefetch 1)"
+        " certificates (one child per core, prefetch 1 per child)"
     )
 
 
