@@ -35,9 +35,9 @@ SHELTERS = 50  # pets are spread over this many shelters, as adoptions are in a 
 
 def procfile_worker_commands() -> dict[str, list[str]]:
     """{process: argv} of the Procfile's Celery workers, quiet, with this Python."""
-    lines = dict(
-        line.split(":", 1) for line in (PROJECT_DIR / "Procfile").read_text().splitlines() if ":" in line
-    )
+    from honcho.environ import parse_procfile
+
+    lines = parse_procfile((PROJECT_DIR / "Procfile").read_text()).processes  # as make run reads it
     commands = {}
     for name in PROCFILE_WORKERS:
         argv = shlex.split(lines[name])

@@ -342,17 +342,12 @@ def _record_unknown(handler: Handler, event_id: UUID) -> None:
     """A dead letter for a message naming an event our log lacks (a foreign publisher, or an
     erased log): acknowledged, so it does not loop, and listed, so it is not lost silently."""
     error = f"event {event_id} is not in the event log; the message was acknowledged"
+    dead = {"status": Status.DEAD, "last_error": error, "finished_at": timezone.now()}
     Delivery.objects.update_or_create(
         handler=handler.name,
         event_id=event_id,
-        defaults={"status": Status.DEAD, "last_error": error, "finished_at": timezone.now()},
-        create_defaults={
-            "event_type": UNKNOWN_EVENT_TYPE,
-            "status": Status.DEAD,
-            "attempts": 1,
-            "last_error": error,
-            "finished_at": timezone.now(),
-        },
+        defaults=dead,
+        create_defaults={**dead, "event_type": UNKNOWN_EVENT_TYPE, "attempts": 1},
     )
 
 

@@ -80,12 +80,17 @@ class AdoptionHistoryPage(serializers.Serializer):
     entries = AdoptionHistoryOutput(many=True)
 
 
-class ShelterDashboardOutput(serializers.Serializer):
+class ShelterCounts(serializers.Serializer):
+    """A shelter's animals: the dashboard's (projected) and the inventory step's alike."""
+
     shelter_id = serializers.UUIDField()
     shelter_name = serializers.CharField()
     available = serializers.IntegerField()
     adopted = serializers.IntegerField()
     returned = serializers.IntegerField()
+
+
+class ShelterDashboardOutput(ShelterCounts):
     adoptions_this_week = serializers.IntegerField()
 
 
@@ -130,12 +135,7 @@ class AdoptionStatsPage(serializers.Serializer):
     days = AdoptionStatsRow(many=True)
 
 
-class ShelterInventoryRow(serializers.Serializer):
-    shelter_id = serializers.UUIDField()
-    shelter_name = serializers.CharField()
-    available = serializers.IntegerField()
-    adopted = serializers.IntegerField()
-    returned = serializers.IntegerField()
+class ShelterInventoryRow(ShelterCounts):
     updated_at = serializers.DateTimeField()
 
 
@@ -231,6 +231,15 @@ def caught_up_or_503(projections: list[str], min_position: int | None):
     return error_response(503, code, message, {"min_position": min_position}, headers={"Retry-After": "1"})
 
 
+def staff_shelters(user, *, refusal: str) -> set[UUID] | None:
+    """The shelters the caller manages (None: every one, for superusers); 403 `forbidden`
+    with `refusal` for a caller who manages none."""
+    managed = managed_shelter_ids(user)
+    if managed is not None and not managed:
+        raise exceptions.PermissionDenied(refusal, code="forbidden")
+    return managed
+
+
 def with_position(response: Response, position: int) -> Response:
     response["X-Projection-Position"] = str(position)
     return response
@@ -294,9 +303,7 @@ class ShelterDashboardView(APIView):
     def get(self, request):
         """Available, adopted and returned pets and this week's adoptions, per shelter."""
         params = query_params(MinPositionQuery, request)
-        managed = managed_shelter_ids(request.user)
-        if managed is not None and not managed:
-            return error_response(403, "forbidden", "Only shelter staff have a dashboard.")
+        managed = staff_shelters(request.user, refusal="Only shelter staff have a dashboard.")
         shown = ["shelter_dashboard", "adoption_history"]  # the week's adoptions come from the history
         if behind := caught_up_or_503(shown, params.get("min_position")):
             return behind
@@ -322,9 +329,7 @@ class AdoptionStatsView(APIView):
         Kept by a side effect, so an adoption is counted a moment after its 202 (no
         `minPosition` here: these counts are not a projection of the log)."""
         params = query_params(AdoptionStatsQuery, request)
-        managed = managed_shelter_ids(request.user)
-        if managed is not None and not managed:
-            return error_response(403, "forbidden", "Only shelter staff see adoption statistics.")
+        managed = staff_shelters(request.user, refusal="Only shelter staff see adoption statistics.")
         if (shelter_id := params.get("shelter_id")) is not None:
             require_shelter_staff(request.user, shelter_id)
             managed = {shelter_id}
@@ -355,8 +360,6 @@ class ShelterInventoryView(APIView):
 
         Kept by a side effect, like the adoption statistics: an adoption is counted a moment
         after its 202 (no `minPosition`; the dashboard is the projection of the same counts)."""
-        managed = managed_shelter_ids(request.user)
-        if managed is not None and not managed:
-            return error_response(403, "forbidden", "Only shelter staff see an inventory.")
+        managed = staff_shelters(request.user, refusal="Only shelter staff see an inventory.")
         rows = adoption_selectors.shelter_inventory_list(shelter_ids=managed)
         return Response({"shelters": ShelterInventoryRow(rows, many=True).data})

@@ -180,12 +180,10 @@ def wait_until_projected(names: list[str], position: int, *, timeout: float) -> 
         states = ProjectionState.objects.filter(name__in=names).values_list(
             "transaction_id", "position", "status"
         )
-        reached = [LogPosition(txid, at) >= target for txid, at, _ in states]
-        if len(reached) == len(names) and all(reached):
+        reached = [(LogPosition(txid, at) >= target, status) for txid, at, status in states]
+        if len(reached) == len(names) and all(done for done, _ in reached):
             return True
-        stuck = any(
-            status == failed and not done for (_, _, status), done in zip(states, reached, strict=True)
-        )
+        stuck = any(status == failed and not done for done, status in reached)
         if stuck or time.monotonic() >= deadline:
             return False
         time.sleep(0.05)

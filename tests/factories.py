@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
+
 import factory
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.utils import timezone
 
 from adoptions import services
 from adoptions.management.commands.seed_demo import staff_group
 from adoptions.models import Customer, PetRecord, Shelter
 from events.context import CommandContext
+from events.models import StoredEvent
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -57,6 +61,19 @@ def register_pet(*, shelter: Shelter, name: str = "Buddy", species: str = "dog",
         context=CommandContext.system(causation_id="test"),
     )
     return PetRecord.objects.get(id=change.pet_id)
+
+
+def registered_at_version_1(*, pet_id: uuid.UUID, shelter_id: uuid.UUID) -> StoredEvent:
+    """A PetRegistered as schema version 1 stored it (no photo_url): a pet named Old, a cat of 9."""
+    return StoredEvent.objects.create(
+        stream_type="pet",
+        stream_id=pet_id,
+        stream_version=1,
+        event_type="PetRegistered",
+        schema_version=1,
+        payload={"name": "Old", "species": "cat", "age": 9, "shelter_id": str(shelter_id)},
+        recorded_at=timezone.now(),
+    )
 
 
 def adopt_pet(*, pet: PetRecord, customer: Customer) -> services.AdoptionStarted:

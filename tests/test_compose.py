@@ -6,18 +6,17 @@ from pathlib import Path
 
 import yaml
 from django.conf import settings
+from honcho.environ import parse_procfile
 
 from tests.test_celery_worker import queues_consumed
 
 ROOT = Path(__file__).resolve().parent.parent
-PROCFILE_LINE = re.compile(r"^([A-Za-z0-9_-]+):\s*(.+)$")  # honcho's: other lines are ignored
 DEFAULTED = re.compile(r"\$\{\w+:-([^}]*)\}")  # ${PORT:-8000}
 
 
 def procfile() -> dict[str, str]:
-    """Return the Procfile's commands by process name, as honcho reads them."""
-    lines = (ROOT / "Procfile").read_text().splitlines()
-    return dict(found.groups() for found in map(PROCFILE_LINE.match, lines) if found)
+    """Return the Procfile's commands by process name, as honcho (make run) reads them."""
+    return dict(parse_procfile((ROOT / "Procfile").read_text()).processes)
 
 
 def compose_services() -> dict:

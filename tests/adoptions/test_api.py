@@ -3,11 +3,11 @@
 import uuid
 
 import pytest
-from django.utils import timezone
 
 from adoptions.models import Adoption, PetRecord
 from events.models import OutboxMessage, StoredEvent
 from tests.conftest import client_for, error_code
+from tests.factories import registered_at_version_1
 
 pytestmark = pytest.mark.django_db
 
@@ -341,16 +341,8 @@ def test_pet_history_lists_every_event_in_order_for_staff(staff_client, customer
 
 def test_pet_history_gives_an_old_event_upcast_with_the_version_its_data_is_in(staff_client, shelter):
     """A PetRegistered recorded at version 1 (before photos) reads as version 2, and says so."""
-    pet_id, now = uuid.uuid4(), timezone.now()
-    StoredEvent.objects.create(
-        stream_type="pet",
-        stream_id=pet_id,
-        stream_version=1,
-        event_type="PetRegistered",
-        schema_version=1,
-        payload={"name": "Old", "species": "cat", "age": 9, "shelter_id": str(shelter.id)},
-        recorded_at=now,
-    )
+    pet_id = uuid.uuid4()
+    now = registered_at_version_1(pet_id=pet_id, shelter_id=shelter.id).recorded_at
     PetRecord.objects.create(
         id=pet_id, shelter=shelter, name="Old", species="cat", age=9, status="available", version=1,
         registered_at=now, updated_at=now,

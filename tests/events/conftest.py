@@ -1,12 +1,14 @@
-"""Fixtures for the relay tests: a queue of the test's own, a proxy in front of RabbitMQ."""
+"""Fixtures for the relay tests: a queue and a stream of the test's own, a proxy in front of RabbitMQ."""
 
 from __future__ import annotations
 
 import uuid
 from urllib.parse import urlsplit
 
+import kombu
 import pytest
 
+from events.broker import broker_connection
 from events.relay import Relay
 from tests.support.rabbit import bind_queue, delete_queue
 from tests.support.tcp_proxy import TcpProxy
@@ -45,3 +47,17 @@ def broker_proxy(broker):
         yield proxy
     finally:
         proxy.stop()
+
+
+@pytest.fixture
+def event_stream(broker, settings):
+    """A stream and fanout exchange of the test's own, declared by the relay, deleted after."""
+    suffix = uuid.uuid4().hex[:8]
+    settings.EVENTS_STREAM_ENABLED = True
+    settings.EVENTS_STREAM_NAME = f"test.stream.{suffix}"
+    settings.EVENTS_STREAM_EXCHANGE = f"test.log.{suffix}"
+    yield settings.EVENTS_STREAM_NAME
+    with broker_connection(broker) as conn:
+        channel = conn.channel()
+        kombu.Queue(settings.EVENTS_STREAM_NAME)(channel).delete()
+        kombu.Exchange(settings.EVENTS_STREAM_EXCHANGE)(channel).delete()

@@ -15,6 +15,7 @@ from adoptions.services import pets
 from events.catalogue import PetNameChanged, PetRegistered
 from events.models import OutboxMessage, Snapshot, StoredEvent
 from events.store import ConcurrencyConflict, LogPosition, StreamNotFound, append, read_all
+from tests.factories import registered_at_version_1
 
 pytestmark = pytest.mark.django_db
 
@@ -137,15 +138,7 @@ def test_as_of_with_snapshots_gives_the_state_a_full_replay_gives(settings):
 
 def test_old_schema_version_in_the_log_is_upcast_when_loading():
     pet_id, shelter_id = uuid.uuid4(), uuid.uuid4()
-    StoredEvent.objects.create(
-        stream_type="pet",
-        stream_id=pet_id,
-        stream_version=1,
-        event_type="PetRegistered",
-        schema_version=1,
-        payload={"name": "Old", "species": "cat", "age": 9, "shelter_id": str(shelter_id)},
-        recorded_at=timezone.now(),
-    )
+    registered_at_version_1(pet_id=pet_id, shelter_id=shelter_id)
 
     pet = pets.load(pet_id)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import uuid
 from datetime import timedelta
 
 import kombu
@@ -20,20 +19,6 @@ from tests.factories import adopt_pet, register_pet
 from tests.support.rabbit import deliveries, fetch_all
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def event_stream(broker, settings):
-    """A stream and fanout exchange of the test's own, declared by the relay, deleted after."""
-    suffix = uuid.uuid4().hex[:8]
-    settings.EVENTS_STREAM_ENABLED = True
-    settings.EVENTS_STREAM_NAME = f"test.stream.{suffix}"
-    settings.EVENTS_STREAM_EXCHANGE = f"test.log.{suffix}"
-    yield settings.EVENTS_STREAM_NAME
-    with broker_connection(broker) as conn:
-        channel = conn.channel()
-        kombu.Queue(settings.EVENTS_STREAM_NAME)(channel).delete()
-        kombu.Exchange(settings.EVENTS_STREAM_EXCHANGE)(channel).delete()
 
 
 def consume(*options: str) -> list[dict]:

@@ -14,7 +14,6 @@ import io
 import json
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from datetime import datetime
 
@@ -25,7 +24,6 @@ from django.utils import timezone
 
 from adoptions import services
 from adoptions.models import PetRecord
-from events.broker import broker_connection
 from events.context import CommandContext
 from events.models import OutboxMessage
 from events.relay import Relay
@@ -38,20 +36,6 @@ CONTEXT = CommandContext.system(causation_id="test")
 APART = 1.6  # seconds between a burst and the time sought: more than the second RabbitMQ drops
 QUIET = 1.0  # seconds a reader waits for more before it stops
 NEW_YORK = timezone.get_fixed_timezone(-5 * 60)
-
-
-@pytest.fixture
-def event_stream(broker, settings):
-    """A stream and fanout exchange of the test's own, declared by the relay, deleted after."""
-    suffix = uuid.uuid4().hex[:8]
-    settings.EVENTS_STREAM_ENABLED = True
-    settings.EVENTS_STREAM_NAME = f"test.seek.{suffix}"
-    settings.EVENTS_STREAM_EXCHANGE = f"test.seek.log.{suffix}"
-    yield settings.EVENTS_STREAM_NAME
-    with broker_connection(broker) as conn:
-        channel = conn.channel()
-        kombu.Queue(settings.EVENTS_STREAM_NAME)(channel).delete()
-        kombu.Exchange(settings.EVENTS_STREAM_EXCHANGE)(channel).delete()
 
 
 @pytest.fixture
